@@ -1,0 +1,20 @@
+"""ttcjax: composable, batched test-time search and compute-optimal scaling in JAX."""
+
+from ttcjax import models
+from ttcjax.models import (CharTokenizer, HFTokenizer, KVCache, PrmConfig, StepScores,
+                           Tokenizer, TransformerConfig, forward, gather_step_scores,
+                           get_config, init_params, init_prm_params, score_steps,
+                           token_scores)
+from ttcjax.sampling import (DecodeFn, DecodeState, SampleOutput, Sampler, StepDelimiter,
+                             append_tokens, prefill, row_keys, sample_steps,
+                             transformer_decode_fn)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CharTokenizer", "DecodeFn", "DecodeState", "HFTokenizer", "KVCache", "PrmConfig",
+    "SampleOutput", "Sampler", "StepDelimiter", "StepScores", "Tokenizer",
+    "TransformerConfig", "append_tokens", "forward", "gather_step_scores", "get_config",
+    "init_params", "init_prm_params", "models", "prefill", "row_keys", "sample_steps",
+    "score_steps", "token_scores", "transformer_decode_fn",
+]

@@ -1,0 +1,212 @@
+"""Process reward models: a transformer backbone plus a head read at step ends.
+
+Two head kinds cover the published PRMs:
+
+* ``"value"``: a classifier on the final hidden state. ``num_labels=1`` gives
+  sigmoid(logit); ``num_labels=2`` gives softmax(logits)[1], the layout of
+  Qwen2.5-Math-PRM (Linear(H, H) -> ReLU -> Linear(H, 2), read at each ``<extra_0>``
+  separator). ``head_hidden=None`` makes the head a single linear layer.
+* ``"token_logit"``: the language-model head itself, Math-Shepherd style: at a tag
+  token, score = P("+") / (P("+") + P("-")) = sigmoid(logit(+) - logit(-)). Only the
+  two output rows are multiplied, not the whole vocabulary.
+
+Every position gets a score in one forward pass (`token_scores`); the scores of
+steps are read at the positions that end steps (`gather_step_scores`). With a cache
+the PRM scores only the new tokens of a row, so a beam-search round costs only the
+tokens it added.
+
+B denotes the batch dimension, K the chunk length, T the sequence length and S the
+maximum number of steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ttcjax.models.cache import KVCache
+from ttcjax.models.config import TransformerConfig
+from ttcjax.models.transformer import Transformer
+
+HeadKind = Literal["value", "token_logit"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrmConfig:
+  """A PRM: backbone shape plus head.
+
+  Attributes:
+    backbone: the transformer's config.
+    kind: "value" (classifier head) or "token_logit" (LM logits at a tag token).
+    num_labels: 1 (sigmoid) or 2 (softmax, positive class is index 1); value heads.
+    head_hidden: width of the head's hidden layer (ReLU MLP), or None for a
+      single linear layer; value heads.
+    positive_token_id / negative_token_id: the "+" and "-" tokens; token-logit heads.
+  """
+
+  backbone: TransformerConfig
+  kind: HeadKind = "value"
+  num_labels: int = 1
+  head_hidden: int | None = None
+  positive_token_id: int | None = None
+  negative_token_id: int | None = None
+
+  def __post_init__(self):
+    if self.kind == "value":
+      if self.num_labels not in (1, 2):
+        raise ValueError(f"A value head has 1 or 2 labels, got num_labels={self.num_labels}.")
+    elif self.kind == "token_logit":
+      for name in ("positive_token_id", "negative_token_id"):
+        token = getattr(self, name)
+        if token is None or not 0 <= token < self.backbone.vocab_size:
+          raise ValueError(
+              f"A token-logit PRM needs {name} inside the vocabulary "
+              f"[0, {self.backbone.vocab_size}), got {token!r}.")
+    else:
+      raise ValueError(f"PRM head kind must be 'value' or 'token_logit', got {self.kind!r}.")
+
+  @property
+  def num_params(self) -> int:
+    if self.kind == "token_logit":
+      return self.backbone.num_params
+    h = self.backbone.hidden_size
+    if self.head_hidden is None:
+      head = h * self.num_labels + self.num_labels
+    else:
+      head = h * self.head_hidden + self.head_hidden + self.head_hidden * self.num_labels + self.num_labels
+    # A value PRM never uses the backbone's output projection.
+    unused = 0 if self.backbone.tie_word_embeddings else self.backbone.vocab_size * h
+    return self.backbone.num_params - unused + head
+
+
+class ValueHead(nn.Module):
+  config: PrmConfig
+
+  @nn.compact
+  def __call__(self, hidden):
+    cfg = self.config
+    dense = lambda n, name: nn.Dense(n, dtype=jnp.float32, param_dtype=cfg.backbone.jnp_param_dtype,
+                                     kernel_init=nn.initializers.normal(0.02), name=name)
+    x = hidden.astype(jnp.float32)
+    if cfg.head_hidden is not None:
+      x = nn.relu(dense(cfg.head_hidden, "dense_0")(x))
+    logits = dense(cfg.num_labels, "dense_1")(x)
+    if cfg.num_labels == 1:
+      return jax.nn.sigmoid(logits[..., 0])
+    return jax.nn.softmax(logits, axis=-1)[..., 1]
+
+
+class ProcessRewardModel(nn.Module):
+  config: PrmConfig
+
+  def setup(self):
+    self.backbone = Transformer(self.config.backbone)
+    if self.config.kind == "value":
+      self.head = ValueHead(self.config)
+
+  def __call__(self, tokens, cache=None, num_new=None):
+    out = self.backbone(tokens, cache, num_new, logits="none")
+    cfg = self.config
+    if cfg.kind == "value":
+      return self.head(out.hidden), out.cache
+    plus_minus = jnp.array([cfg.positive_token_id, cfg.negative_token_id])
+    bb = self.backbone
+    if cfg.backbone.tie_word_embeddings:
+      rows = bb.embed_tokens.embedding[plus_minus].T  # [H, 2]
+    else:
+      rows = bb.lm_head.variables["params"]["kernel"][:, plus_minus]
+    logits = jnp.einsum("bkh,hc->bkc", out.hidden.astype(jnp.float32), rows.astype(jnp.float32))
+    return jax.nn.sigmoid(logits[..., 0] - logits[..., 1]), out.cache
+
+  def init_all(self, tokens):
+    """Creates every parameter the PRM reads (the LM head only for token-logit heads)."""
+    if self.config.kind == "token_logit":
+      self.backbone(tokens, logits="all")
+    return self(tokens)
+
+
+def init_prm_params(config: PrmConfig, rng: jax.Array):
+  """Random PRM parameters: {"backbone": ..., "head": ...} (no head for token_logit)."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return ProcessRewardModel(config).init(rng, tokens, method=ProcessRewardModel.init_all)["params"]
+
+
+def token_scores(params, config: PrmConfig, tokens: jax.Array, cache: KVCache | None = None,
+                 num_new: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+  """The PRM's score at every position, in [0, 1].
+
+  Args:
+    params: PRM parameters.
+    config: the PRM config (static under jit).
+    tokens: [B, K] int32.
+    cache: optional PRM KV cache (the chunk is appended to it, as in `forward`).
+    num_new: [B] valid tokens per row (default K).
+
+  Returns:
+    (scores [B, K] float32, updated cache or None).
+  """
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must have shape [batch, length], got {tokens.shape}.")
+  if cache is not None and cache.batch_size != tokens.shape[0]:
+    raise ValueError(
+        f"PRM cache has {cache.batch_size} rows but tokens have batch {tokens.shape[0]}.")
+  return ProcessRewardModel(config).apply({"params": params}, tokens, cache, num_new)
+
+
+class StepScores(NamedTuple):
+  """Per-step scores: `scores` [B, S] float32 and `mask` [B, S] (the step exists)."""
+
+  scores: jax.Array
+  mask: jax.Array
+
+
+def gather_step_scores(scores: jax.Array, step_end: jax.Array, max_steps: int,
+                       first_step: jax.Array | None = None) -> StepScores:
+  """Collects the scores at step-ending positions into a [B, S] table.
+
+  Args:
+    scores: [B, K] per-position scores (`token_scores`).
+    step_end: [B, K] bool, True where a step ends (the position its score is read at).
+    max_steps: S, the table's width; steps past it are dropped.
+    first_step: [B] int32 index of the first step ending in this chunk (for
+      incremental scoring, the number of steps already scored); default 0.
+
+  Returns:
+    `StepScores` with step i of row b at column first_step[b] + i.
+  """
+  if scores.shape != step_end.shape:
+    raise ValueError(f"scores {scores.shape} and step_end {step_end.shape} must have one shape.")
+  batch = scores.shape[0]
+  if first_step is None:
+    first_step = jnp.zeros((batch,), jnp.int32)
+  step_index = jnp.cumsum(step_end, axis=1) - 1 + first_step[:, None]
+  column = jnp.where(step_end, step_index, max_steps)  # out of range -> dropped
+  rows = jnp.arange(batch)[:, None]
+  table = jnp.zeros((batch, max_steps), jnp.float32).at[rows, column].set(scores, mode="drop")
+  mask = jnp.zeros((batch, max_steps), bool).at[rows, column].set(True, mode="drop")
+  return StepScores(table, mask)
+
+
+def score_steps(params, config: PrmConfig, tokens: jax.Array, step_end: jax.Array,
+                max_steps: int, lengths: jax.Array | None = None) -> StepScores:
+  """Scores every step of whole sequences in one forward pass.
+
+  Args:
+    params: PRM parameters.
+    config: the PRM config.
+    tokens: [B, T] right-padded token ids.
+    step_end: [B, T] bool, True at the positions whose score rates a step.
+    max_steps: S.
+    lengths: [B] valid tokens per row (default T); step ends past it are ignored.
+
+  Returns:
+    `StepScores` ([B, S] scores and mask).
+  """
+  scores, _ = token_scores(params, config, tokens, num_new=lengths)
+  if lengths is not None:
+    step_end = step_end & (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None])
+  return gather_step_scores(scores, step_end, max_steps)

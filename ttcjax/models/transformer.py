@@ -1,0 +1,275 @@
+"""A decoder-only Llama-family transformer (Llama 3.x, Qwen2.x, Mistral) in Flax.
+
+RMSNorm, rotary embeddings (with Llama 3 frequency scaling), grouped-query
+attention, SwiGLU MLP, optional q/k/v bias and tied embeddings. Parameter names
+mirror the Hugging Face module names (`layers_3/self_attn/q_proj`), so importing a
+checkpoint is a rename and a transpose.
+
+One entry point serves training, prefill and decoding: `forward` takes a chunk of
+K tokens per row. Without a cache it is an ordinary causal forward pass over the
+chunk (right-padded rows are fine). With a cache the chunk is appended to each row
+at that row's own position (`cache.lengths`), `num_new[b]` of its K tokens are valid,
+and every query attends to the row's whole valid prefix.
+
+B denotes the batch dimension, K the chunk length, V the vocabulary, H the width.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttcjax.models.cache import KVCache
+from ttcjax.models.config import TransformerConfig
+
+LogitsMode = Literal["all", "last", "none"]
+_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)  # finite: a fully masked row stays NaN-free
+
+
+class ModelOutput(NamedTuple):
+  """Result of one forward pass.
+
+  Attributes:
+    logits: float32 [B, K, V] ("all"), [B, V] at each row's last valid token
+      ("last"), or None ("none").
+    hidden: final-norm hidden states [B, K, H] (what PRM heads read).
+    cache: the updated cache, or None when called without one.
+  """
+
+  logits: jax.Array | None
+  hidden: jax.Array
+  cache: KVCache | None
+
+
+def rope_frequencies(config: TransformerConfig) -> np.ndarray:
+  """Inverse rotary frequencies [head_dim / 2], with Llama 3 / linear scaling."""
+  dim = config.head_dim
+  inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64)
+                                          .astype(np.float32) / dim))
+  inv_freq = inv_freq.astype(np.float32)
+  scaling = config.rope_scaling
+  if scaling is None:
+    return inv_freq
+  if scaling.rope_type == "linear":
+    return (inv_freq / scaling.factor).astype(np.float32)
+  # Llama 3: keep high frequencies, divide low ones by `factor`, interpolate between.
+  old_len = scaling.original_max_position_embeddings
+  low_freq_wavelen = old_len / scaling.low_freq_factor
+  high_freq_wavelen = old_len / scaling.high_freq_factor
+  wavelen = 2 * np.pi / inv_freq
+  scaled = np.where(wavelen > low_freq_wavelen, inv_freq / scaling.factor, inv_freq)
+  smooth = (old_len / wavelen - scaling.low_freq_factor) / (
+      scaling.high_freq_factor - scaling.low_freq_factor)
+  smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+  is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+  return np.where(is_medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+  """Rotates x [B, K, heads, D] by positions [B, K] (half-split convention of HF)."""
+  angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, K, D/2]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  return x * cos + rotated * sin
+
+
+class RMSNorm(nn.Module):
+  eps: float
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    weight = self.param("weight", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return weight.astype(self.dtype) * normed.astype(self.dtype)
+
+
+def _dense(features, config, name, use_bias=False):
+  return nn.Dense(features, use_bias=use_bias, dtype=config.jnp_dtype,
+                  param_dtype=config.jnp_param_dtype, name=name,
+                  kernel_init=nn.initializers.normal(0.02))
+
+
+class Attention(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid):
+    """Grouped-query attention.
+
+    Args:
+      x: [B, K, H] inputs of the new tokens.
+      positions: [B, K] positions of the new tokens.
+      keys_cache, values_cache: [B, C, Hkv, D] buffers the new keys/values are
+        written into, or None (attend within the chunk only).
+      key_positions: [B, Ck] position of every key slot.
+      key_valid: [B, Ck] whether a key slot holds a real token.
+
+    Returns:
+      ([B, K, H] output, updated keys buffer or None, updated values buffer or None).
+    """
+    cfg = self.config
+    batch, chunk, _ = x.shape
+    heads, kv_heads, dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    q = _dense(heads * dim, cfg, "q_proj", cfg.attention_bias)(x).reshape(batch, chunk, heads, dim)
+    k = _dense(kv_heads * dim, cfg, "k_proj", cfg.attention_bias)(x).reshape(batch, chunk, kv_heads, dim)
+    v = _dense(kv_heads * dim, cfg, "v_proj", cfg.attention_bias)(x).reshape(batch, chunk, kv_heads, dim)
+    inv_freq = rope_frequencies(cfg)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+
+    if keys_cache is None:
+      all_k, all_v = k, v
+    else:
+      # Slot == position; writes past the capacity are dropped (the caller checks room).
+      rows = jnp.arange(batch)[:, None]
+      all_k = keys_cache.at[rows, positions].set(k.astype(keys_cache.dtype), mode="drop")
+      all_v = values_cache.at[rows, positions].set(v.astype(values_cache.dtype), mode="drop")
+      keys_cache, values_cache = all_k, all_v
+
+    groups = heads // kv_heads
+    q = q.reshape(batch, chunk, kv_heads, groups, dim)
+    scores = jnp.einsum("bqhgd,bkhd->bhgqk", q, all_k.astype(q.dtype),
+                        preferred_element_type=jnp.float32) / np.sqrt(dim)
+    allowed = key_valid[:, None, :] & (key_positions[:, None, :] <= positions[:, :, None])
+    if cfg.sliding_window is not None:
+      allowed &= key_positions[:, None, :] > positions[:, :, None] - cfg.sliding_window
+    scores = jnp.where(allowed[:, None, None, :, :], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(cfg.jnp_dtype)
+    out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, all_v.astype(cfg.jnp_dtype))
+    out = out.reshape(batch, chunk, heads * dim)
+    return _dense(cfg.hidden_size, cfg, "o_proj")(out), keys_cache, values_cache
+
+
+class MLP(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    gate = _dense(cfg.intermediate_size, cfg, "gate_proj")(x)
+    up = _dense(cfg.intermediate_size, cfg, "up_proj")(x)
+    return _dense(cfg.hidden_size, cfg, "down_proj")(nn.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid):
+    cfg = self.config
+    norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, cfg.jnp_param_dtype, name=name)
+    attn_out, keys_cache, values_cache = Attention(cfg, name="self_attn")(
+        norm("input_layernorm")(x), positions, keys_cache, values_cache,
+        key_positions, key_valid)
+    x = x + attn_out
+    x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
+    return x, keys_cache, values_cache
+
+
+class Transformer(nn.Module):
+  """The Llama-family decoder. See the module docstring for the calling modes."""
+
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
+                                 param_dtype=cfg.jnp_param_dtype,
+                                 embedding_init=nn.initializers.normal(0.02))
+    self.layers = [DecoderLayer(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
+    self.norm = RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, cfg.jnp_param_dtype)
+    if not cfg.tie_word_embeddings:
+      self.lm_head = _dense(cfg.vocab_size, cfg, "lm_head")
+
+  def __call__(self, tokens, cache: KVCache | None = None, num_new=None,
+               logits: LogitsMode = "all") -> ModelOutput:
+    batch, chunk = tokens.shape
+    if num_new is None:
+      num_new = jnp.full((batch,), chunk, jnp.int32)
+    num_new = num_new.astype(jnp.int32)
+    offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
+    if cache is None:
+      positions = jnp.broadcast_to(offsets, (batch, chunk))
+      key_positions, key_valid = positions, offsets < num_new[:, None]
+      keys, values = (None,) * len(self.layers), (None,) * len(self.layers)
+    else:
+      positions = cache.lengths[:, None] + offsets
+      new_lengths = cache.lengths + num_new
+      slots = jnp.arange(cache.capacity, dtype=jnp.int32)[None, :]
+      key_positions = jnp.broadcast_to(slots, (batch, cache.capacity))
+      key_valid = slots < new_lengths[:, None]
+      keys, values = cache.keys, cache.values
+
+    x = self.embed_tokens(tokens)
+    new_keys, new_values = [], []
+    for layer, k_buf, v_buf in zip(self.layers, keys, values):
+      x, k_buf, v_buf = layer(x, positions, k_buf, v_buf, key_positions, key_valid)
+      new_keys.append(k_buf)
+      new_values.append(v_buf)
+    hidden = self.norm(x)
+
+    new_cache = None
+    if cache is not None:
+      new_cache = KVCache(keys=tuple(new_keys), values=tuple(new_values),
+                          lengths=cache.lengths + num_new)
+    if logits == "none":
+      return ModelOutput(None, hidden, new_cache)
+    if logits == "last":
+      last = jnp.clip(num_new - 1, 0, chunk - 1)
+      selected = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+      return ModelOutput(self.project(selected), hidden, new_cache)
+    if logits != "all":
+      raise ValueError(f"logits must be 'all', 'last' or 'none', got {logits!r}.")
+    return ModelOutput(self.project(hidden), hidden, new_cache)
+
+  def project(self, hidden):
+    """Output logits (float32) for hidden states [..., H]."""
+    if self.config.tie_word_embeddings:
+      return self.embed_tokens.attend(hidden).astype(jnp.float32)
+    return self.lm_head(hidden).astype(jnp.float32)
+
+
+def init_params(config: TransformerConfig, rng: jax.Array):
+  """Random parameters (normal(0.02) matrices, unit norms), as a pytree."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return Transformer(config).init(rng, tokens, logits="all")["params"]
+
+
+def forward(params, config: TransformerConfig, tokens: jax.Array,
+            cache: KVCache | None = None, num_new: jax.Array | None = None,
+            logits: LogitsMode = "all") -> ModelOutput:
+  """Runs the transformer on a chunk of tokens (pure; jit it with config static).
+
+  Args:
+    params: the parameter pytree (`init_params` or `load_hf_checkpoint`).
+    config: the model's config.
+    tokens: [B, K] int32 token ids.
+    cache: optional cache with B rows; the chunk is written at each row's position.
+    num_new: [B] number of valid tokens of each row's chunk (default K). Rows with
+      0 leave their cache untouched.
+    logits: which logits to compute ("all", "last", "none").
+
+  Returns:
+    A `ModelOutput`.
+  """
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must have shape [batch, length], got {tokens.shape}.")
+  if cache is not None:
+    if cache.batch_size != tokens.shape[0]:
+      raise ValueError(
+          f"Cache has {cache.batch_size} rows but tokens have batch {tokens.shape[0]}; "
+          "gather or repeat the cache to match the batch.")
+    if tokens.shape[1] > cache.capacity:
+      raise ValueError(
+          f"A chunk of {tokens.shape[1]} tokens does not fit a cache of capacity "
+          f"{cache.capacity}; allocate a larger cache.")
+  return Transformer(config).apply({"params": params}, tokens, cache, num_new, logits)
