@@ -293,7 +293,10 @@ def row_keys(rng: jax.Array, problem_ids: jax.Array, num_samples: int) -> jax.Ar
     base = jax.random.fold_in(rng, pid)
     return jax.vmap(lambda n: jax.random.fold_in(base, n))(jnp.arange(num_samples))
 
-  return jax.vmap(per_problem)(problem_ids).reshape(-1, 2)
+  keys = jax.vmap(per_problem)(problem_ids)
+  if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):  # a new-style jax.random.key
+    keys = jax.random.key_data(keys)
+  return keys.reshape(-1, 2)
 
 
 def prefill(decode_fn: DecodeFn, params, cache: Cache, prompts: jax.Array,
@@ -415,6 +418,9 @@ def sample_steps(decode_fn: DecodeFn, params, state: DecodeState, sampler: Sampl
   step_cap = jnp.int32(max_step_tokens or np.iinfo(np.int32).max)
   solution_cap = jnp.int32(max_solution_tokens or np.iinfo(np.int32).max)
   steps_cap = jnp.int32(max_steps or np.iinfo(np.int32).max)
+  # A row already holding max_length tokens (a prompt or forced tokens filled it) is
+  # done: sampling it would put a token past the cache's capacity.
+  state = state.replace(finished=state.finished | (state.lengths + 1 >= state.max_length))
 
   def active_rows(st: DecodeState, steps_done):
     return ~st.finished & (steps_done < steps_cap)

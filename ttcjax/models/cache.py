@@ -24,8 +24,11 @@ class KVCache:
   """Per-layer keys and values plus per-row lengths.
 
   Attributes:
-    keys: L arrays of shape [B, C, num_kv_heads, head_dim].
-    values: L arrays of shape [B, C, num_kv_heads, head_dim].
+    keys: L arrays of shape [B, num_kv_heads, C, head_dim].
+    values: L arrays of shape [B, num_kv_heads, C, head_dim].
+
+  Heads come before slots so that attention is a plain batched matrix multiply
+  over (row, head) without transposing the cache every step.
     lengths: [B] int32, valid slots per row (== position of the next token).
   """
 
@@ -49,7 +52,7 @@ class KVCache:
           f"KVCache needs a positive batch size and capacity, got batch_size="
           f"{batch_size}, capacity={capacity}.")
     dtype = dtype or config.jnp_dtype
-    shape = (batch_size, capacity, config.num_kv_heads, config.head_dim)
+    shape = (batch_size, config.num_kv_heads, capacity, config.head_dim)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     return cls(keys=zeros, values=zeros, lengths=jnp.zeros((batch_size,), jnp.int32))
 
@@ -59,7 +62,7 @@ class KVCache:
 
   @property
   def capacity(self) -> int:
-    return self.keys[0].shape[1]
+    return self.keys[0].shape[2]
 
   @property
   def num_bytes(self) -> int:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import TransformerConfig
-from ttcjax.models.transformer import Transformer
+from ttcjax.models.transformer import Linear, Transformer
 
 HeadKind = Literal["value", "token_logit"]
 
@@ -89,8 +89,7 @@ class ValueHead(nn.Module):
   @nn.compact
   def __call__(self, hidden):
     cfg = self.config
-    dense = lambda n, name: nn.Dense(n, dtype=jnp.float32, param_dtype=cfg.backbone.jnp_param_dtype,
-                                     kernel_init=nn.initializers.normal(0.02), name=name)
+    dense = lambda n, name: Linear(n, True, jnp.float32, cfg.backbone.jnp_param_dtype, name=name)
     x = hidden.astype(jnp.float32)
     if cfg.head_hidden is not None:
       x = nn.relu(dense(cfg.head_hidden, "dense_0")(x))

@@ -144,3 +144,27 @@ class HFTokenizer:
 
   def token_to_id(self, token: str) -> int | None:
     return self._tok.token_to_id(token)
+
+
+def pad_batch(tokenizer: Tokenizer, texts, add_bos: bool = True, width: int | None = None):
+  """Tokenises texts into a right-padded [B, T] int32 array and [B] lengths.
+
+  Args:
+    tokenizer: any `Tokenizer`.
+    texts: B strings.
+    add_bos: prepend the tokenizer's BOS (when it has one).
+    width: T; default the longest sequence. Longer sequences raise ValueError.
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  encoded = [tokenizer.encode(text, add_bos=add_bos) for text in texts]
+  if not encoded:
+    raise ValueError("pad_batch needs at least one text.")
+  longest = max(len(ids) for ids in encoded)
+  width = width or longest
+  if longest > width:
+    raise ValueError(f"A text of {longest} tokens does not fit width {width}.")
+  tokens = np.full((len(encoded), width), tokenizer.pad_id, np.int32)
+  for i, ids in enumerate(encoded):
+    tokens[i, :len(ids)] = ids
+  return tokens, np.array([len(ids) for ids in encoded], np.int32)
