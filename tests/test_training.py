@@ -1,0 +1,160 @@
+"""Training: SFT loss goes down, kill-and-resume is bit-identical, MC labels, guards."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs.arith import common
+from ttcjax.models.cache import KVCache
+from ttcjax.models.config import TransformerConfig
+from ttcjax.models.transformer import init_params
+from ttcjax.tasks import arith
+from ttcjax.training import checkpoints, mc_labels, pipeline
+
+TINY_MODEL = dict(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                  intermediate_size=48, max_position_embeddings=256)
+
+
+def tiny_sft_config(steps=12):
+  c = common.sft_config(TINY_MODEL, steps=steps, learning_rate=3e-3)
+  c.data.batch_size = 8
+  c.data.levels = [1, 2]
+  c.data.eval_problems = 16
+  c.optimizer.warmup_steps = 2
+  c.train.update(log_every=2, eval_every=6, save_every=4)
+  return c
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_sft_loss_decreases(tmp_path):
+  config = tiny_sft_config(steps=40)
+  config.train.update(log_every=5, eval_every=20, save_every=20)
+  pipeline.run(config, str(tmp_path))
+  losses = [m["loss"] for m in read_metrics(tmp_path) if "loss" in m]
+  assert losses[-1] < 0.7 * losses[0]
+  evals = [m["eval_loss"] for m in read_metrics(tmp_path) if "eval_loss" in m]
+  assert len(evals) == 2 and evals[-1] < evals[0]
+  config_, params, extra = checkpoints.load_exported(str(tmp_path / "model"))
+  assert isinstance(config_, TransformerConfig) and extra["train_tokens"] > 0
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path):
+  config = tiny_sft_config(steps=12)
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  pipeline.run(config, str(straight))
+  # Kill after 6 updates (the last checkpoint is at step 4), then restart.
+  from ttcjax.training import loop
+  original = loop.train
+
+  def killed_train(**kwargs):
+    original(**kwargs, stop_after=6)
+    raise KeyboardInterrupt("killed")
+
+  loop.train = killed_train
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      pipeline.run(config, str(killed))
+  finally:
+    loop.train = original
+  assert not os.path.exists(killed / "model")
+  pipeline.run(config, str(killed))
+  _, a, _ = checkpoints.load_exported(str(straight / "model"))
+  _, b, _ = checkpoints.load_exported(str(killed / "model"))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  # Metrics are not duplicated by the restart.
+  assert [m["step"] for m in read_metrics(killed)] == [m["step"] for m in read_metrics(straight)]
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+  config = tiny_sft_config(steps=4)
+  pipeline.run(config, str(tmp_path))
+  before = open(tmp_path / checkpoints.RUN_CONFIG_FILE).read()
+  other = tiny_sft_config(steps=4)
+  other.model.hidden_size = 64
+  with pytest.raises(ValueError, match="another config"):
+    pipeline.run(other, str(tmp_path))
+  assert open(tmp_path / checkpoints.RUN_CONFIG_FILE).read() == before
+
+
+def test_missing_policy_and_empty_labels_are_refused(tmp_path):
+  c = common.reward_config("prm", str(tmp_path / "nowhere"), str(tmp_path / "labels.jsonl"), 4)
+  with pytest.raises(ValueError, match="No exported model"):
+    pipeline.run(c, str(tmp_path / "prm"))
+  c = ml_collections.ConfigDict({"stage": "distill"})
+  with pytest.raises(ValueError, match="stage"):
+    pipeline.run(c, str(tmp_path / "x"))
+
+
+# ----------------------------------------------------------- Monte Carlo labels
+
+
+PROBLEM = arith.Problem(uid="p0", level=4, start=37, ops=(("+", 15), ("*", 3), ("-", 28)))
+
+
+def scripted_policy(tokenizer, prompt_length, script_text):
+  """A deterministic fake: the token after position t is script[t - prompt_length]."""
+  script = jnp.asarray(tokenizer.encode(script_text) + [tokenizer.eos_id] * 200)
+  vocab = tokenizer.vocab_size
+
+  def decode(params, tokens, cache, num_new):
+    del params, tokens
+    lengths = cache.lengths + num_new
+    nxt = script[jnp.clip(lengths - prompt_length, 0, script.shape[0] - 1)]
+    return jax.nn.one_hot(nxt, vocab) * 50.0, cache.replace(lengths=lengths)
+
+  return decode
+
+
+@pytest.mark.parametrize("script,expected_labels,correct", [
+    ("37+15=52\n\n52*3=156\n\n156-28=128\n\nAnswer: 128", [1.0, 1.0, 1.0, 1.0], True),
+    # A deterministic policy that slips at step 2 never recovers from any prefix.
+    ("37+15=52\n\n52*3=155\n\n155-28=127\n\nAnswer: 127", [0.0, 0.0, 0.0, 0.0], False),
+])
+def test_mc_labels_are_exact_on_a_deterministic_policy(script, expected_labels, correct):
+  tokenizer = pipeline.testbed_tokenizer()
+  config = TransformerConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL)
+  prompt_length = len(tokenizer.encode(PROBLEM.prompt, add_bos=True))
+  label_config = mc_labels.LabelConfig(samples_per_problem=2, rollouts_per_step=3,
+                                       max_steps=8, max_step_tokens=24,
+                                       max_solution_tokens=64, problems_per_batch=1)
+  labeler = mc_labels.MonteCarloLabeler(
+      config, None, tokenizer, label_config, grade=arith.is_correct,
+      decode_fn=scripted_policy(tokenizer, prompt_length, script))
+  [result] = labeler.label([PROBLEM], [PROBLEM.prompt], [0])
+  assert len(result.samples) == 2
+  for sample in result.samples:
+    assert "".join(sample["steps"]) == script
+    assert sample["labels"] == expected_labels
+    assert sample["correct"] is correct
+  # Every rollout token and every sampled token was counted.
+  assert labeler.tokens_generated > 2 * len(script)
+
+
+def test_label_file_resumes_without_duplicates(tmp_path):
+  tokenizer = pipeline.testbed_tokenizer()
+  config = TransformerConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL)
+  params = init_params(config, jax.random.PRNGKey(0))
+  problems = arith.make_split("train", 3, levels=(1,))
+  label_config = mc_labels.LabelConfig(samples_per_problem=2, rollouts_per_step=2, max_steps=3,
+                                       max_step_tokens=8, max_solution_tokens=24,
+                                       problems_per_batch=2)
+  labeler = mc_labels.MonteCarloLabeler(config, params, tokenizer, label_config,
+                                        grade=arith.is_correct, max_prompt_tokens=16)
+  path = str(tmp_path / "labels.jsonl")
+  mc_labels.label_to_file(labeler, problems[:2], [p.prompt for p in problems[:2]], path)
+  with open(path, "a") as f:
+    f.write('{"uid": "cut-by-a-ki')  # a kill in the middle of a line
+  stats = mc_labels.label_to_file(labeler, problems, [p.prompt for p in problems], path)
+  assert stats["problems"] == 1
+  uids = [r["uid"] for r in mc_labels.read_labels(path)]
+  assert uids == [p.uid for p in problems]

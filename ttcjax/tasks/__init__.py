@@ -1,0 +1,1 @@
+"""Tasks: the synthetic arithmetic testbed (and, later, MATH-style data)."""

@@ -1,0 +1,237 @@
+"""The testbed's training stages, driven by ml_collections configs.
+
+* `sft`: train a policy on reference solutions of the arithmetic task.
+* `mc_labels`: sample solutions with a trained policy and label every step by Monte
+  Carlo rollouts.
+* `prm` / `orm`: train a value head (backbone initialised from the policy) on the
+  soft step labels, or on final-answer correctness.
+
+Each stage writes into its workdir and exports its result as `model/` (a
+safetensors file plus model.json), or `labels.jsonl` for the labelling stage.
+Launchers (`experiments/train.py`, `experiments/mc_labels.py`) only parse flags and
+call `run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ttcjax.models.config import TransformerConfig
+from ttcjax.models.prm import PrmConfig, init_prm_params
+from ttcjax.models.tokenizer import CharTokenizer
+from ttcjax.models.transformer import init_params
+from ttcjax.tasks import arith
+from ttcjax.training import checkpoints, loop, mc_labels, reward_models, sft
+
+STAGES = ("sft", "mc_labels", "prm", "orm")
+
+
+def testbed_tokenizer() -> CharTokenizer:
+  return CharTokenizer(arith.ALPHABET)
+
+
+def _export_dir(config, workdir: str) -> str:
+  return config.get("export_dir") or os.path.join(workdir, "model")
+
+
+def _write_summary(workdir: str, summary: dict[str, Any]) -> None:
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2, sort_keys=True)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the stage `config.stage` in `workdir` (resuming what is there)."""
+  stage = config.get("stage")
+  if stage not in STAGES:
+    raise ValueError(f"config.stage must be one of {STAGES}, got {stage!r}.")
+  checkpoints.check_run_config(workdir, config.to_dict(), ignore=("export_dir",))
+  start = time.perf_counter()
+  summary = {"sft": run_sft, "mc_labels": run_mc_labels, "prm": run_reward,
+             "orm": run_reward}[stage](config, workdir)
+  summary["wall_s"] = time.perf_counter() - start
+  _write_summary(workdir, summary)
+  return summary
+
+
+def _optimizer(config, num_steps):
+  return loop.make_optimizer(loop.OptimizerConfig(**config.optimizer.to_dict()), num_steps)
+
+
+def _loop_config(config) -> loop.LoopConfig:
+  t = config.train
+  return loop.LoopConfig(num_steps=t.steps, log_every=t.log_every, eval_every=t.eval_every,
+                         save_every=t.save_every, keep_checkpoints=t.keep_checkpoints,
+                         early_stopping_patience=t.get("early_stopping_patience", 0))
+
+
+# ------------------------------------------------------------------------- policy
+
+
+_LENGTH_GROUP = 8  # batches drawn together and split by length
+_PAD_MULTIPLE = 16
+
+
+def _sft_batch_fn(config, tokenizer):
+  """Batch k of the SFT stream: pure in (data seed, k).
+
+  Problems are drawn `_LENGTH_GROUP` batches at a time, sorted by length, and cut
+  into batches, so each batch pads to similar lengths: attention over padding is
+  most of a small model's cost.
+  """
+  d = config.data
+
+  def batch_fn(step: int):
+    group, index = divmod(step, _LENGTH_GROUP)
+    problems = arith.train_batch(group, d.batch_size * _LENGTH_GROUP, d.seed, tuple(d.levels))
+    problems.sort(key=lambda p: len(p.prompt) + len(p.solution()))
+    problems = problems[index * d.batch_size:(index + 1) * d.batch_size]
+    return sft.encode_sft_batch(tokenizer, [p.prompt for p in problems],
+                                [p.solution() for p in problems], d.max_length, _PAD_MULTIPLE)
+
+  return batch_fn
+
+
+def run_sft(config, workdir: str) -> dict[str, Any]:
+  tokenizer = testbed_tokenizer()
+  model_config = TransformerConfig(vocab_size=tokenizer.vocab_size, **config.model.to_dict())
+  params = init_params(model_config, jax.random.PRNGKey(config.seed))
+  loss_fn = sft.sft_loss(model_config)
+  batch_fn = _sft_batch_fn(config, tokenizer)
+  validation = arith.validation_problems(config.data.seed, config.data.eval_problems)
+  eval_batch = sft.encode_sft_batch(tokenizer, [p.prompt for p in validation],
+                                    [p.solution() for p in validation], config.data.max_length)
+  eval_loss = jax.jit(loss_fn)
+
+  def eval_fn(params):
+    loss, metrics = eval_loss(params, eval_batch)
+    return {"loss": float(loss), **{k: float(v) for k, v in metrics.items()}}
+
+  state = loop.train(
+      workdir=workdir, params=params, loss_fn=loss_fn, batch_fn=batch_fn,
+      optimizer=_optimizer(config, config.train.steps), loop=_loop_config(config),
+      eval_fn=eval_fn, tokens_in_batch=lambda b: int(b["lengths"].sum()),
+      description=f"sft {model_config.num_params / 1e6:.2f}M")
+  # Pretraining tokens (for FLOPs-matched comparisons): every token fed, counted exactly.
+  train_tokens = sum(int(batch_fn(s)["lengths"].sum()) for s in range(config.train.steps))
+  export = _export_dir(config, workdir)
+  params = state.params
+  if config.get("export_dtype", "float32") != "float32":
+    params = jax.tree.map(lambda x: x.astype(config.export_dtype), params)
+  checkpoints.export_model(export, params, model_config.replace(
+      param_dtype=config.get("export_dtype", "float32")), extra={
+          "stage": "sft", "train_tokens": train_tokens, "train_steps": config.train.steps,
+          "tokenizer": tokenizer.to_dict(), "step_delimiter": arith.STEP_DELIMITER})
+  return {"stage": "sft", "num_params": model_config.num_params, "train_tokens": train_tokens,
+          "final_eval": eval_fn(state.params), "export_dir": export}
+
+
+# ------------------------------------------------------------------ MC labelling
+
+
+def load_policy(path: str):
+  """(config, params, extra) of an exported policy; ValueError if it is not one."""
+  config, params, extra = checkpoints.load_exported(path)
+  if not isinstance(config, TransformerConfig):
+    raise ValueError(f"{path} holds a PRM, not a policy; point at a policy export.")
+  return config, params, extra
+
+
+def run_mc_labels(config, workdir: str) -> dict[str, Any]:
+  tokenizer = testbed_tokenizer()
+  model_config, params, _ = load_policy(config.policy_dir)
+  if model_config.vocab_size != tokenizer.vocab_size:
+    raise ValueError(f"The policy at {config.policy_dir} does not match the testbed tokenizer.")
+  problems = arith.make_split("train", config.num_problems, config.data_seed)
+  label_config = mc_labels.LabelConfig(**config.labels.to_dict())
+  labeler = mc_labels.MonteCarloLabeler(model_config, params, tokenizer, label_config,
+                                        grade=arith.is_correct,
+                                        step_delimiter=arith.STEP_DELIMITER)
+
+  def truth(problem):
+    return {"level": problem.level}
+
+  stats = mc_labels.label_to_file(labeler, problems, [p.prompt for p in problems],
+                                  os.path.join(workdir, "labels.jsonl"), extra=truth)
+  records = mc_labels.read_labels(os.path.join(workdir, "labels.jsonl"))
+  samples = [s for r in records for s in r["samples"]]
+  return {"stage": "mc_labels", "problems": len(records), "samples": len(samples),
+          "sample_accuracy": float(np.mean([s["correct"] for s in samples])) if samples else 0.0,
+          "rollout_tokens_per_s_this_call": stats["tokens_per_s"],
+          "tokens_generated_this_call": stats["tokens_generated"]}
+
+
+# ----------------------------------------------------------------------- PRM / ORM
+
+
+def _reward_examples(records: list[dict], outcome: bool):
+  examples = []
+  for record in records:
+    for sample in record["samples"]:
+      labels = [float(sample["correct"])] * len(sample["steps"]) if outcome else sample["labels"]
+      examples.append((record["uid"], record["prompt"], sample["steps"], labels))
+  return examples
+
+
+def run_reward(config, workdir: str) -> dict[str, Any]:
+  outcome = config.stage == "orm"
+  tokenizer = testbed_tokenizer()
+  policy_config, policy_params, _ = load_policy(config.policy_dir)
+  prm_config = PrmConfig(policy_config, kind="value", num_labels=1,
+                         head_hidden=config.model.head_hidden)
+  params = init_prm_params(prm_config, jax.random.PRNGKey(config.seed))
+  params = reward_models.backbone_from_policy(policy_params, params)
+  records = mc_labels.read_labels(config.labels_path)
+  if not records:
+    raise ValueError(f"{config.labels_path} holds no labelled problems.")
+  uids = sorted({r["uid"] for r in records})
+  rng = np.random.default_rng(config.seed)
+  held_out = set(rng.choice(uids, max(1, int(len(uids) * config.data.held_out_fraction)),
+                            replace=False))
+  train_ex = _reward_examples([r for r in records if r["uid"] not in held_out], outcome)
+  eval_ex = _reward_examples([r for r in records if r["uid"] in held_out], outcome)
+  if not train_ex or not eval_ex:
+    raise ValueError("Too few labelled samples to split into training and held-out sets.")
+  d = config.data
+
+  def encode(examples):
+    return reward_models.encode_reward_batch(
+        tokenizer, [e[1] for e in examples], [e[2] for e in examples],
+        [e[3] for e in examples], d.max_length, outcome_only=outcome)
+
+  per_epoch = max(1, len(train_ex) // d.batch_size)
+
+  def batch_fn(step: int):
+    epoch, index = divmod(step, per_epoch)
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ex))
+    chosen = order[index * d.batch_size:(index + 1) * d.batch_size]
+    return encode([train_ex[i] for i in chosen])
+
+  loss_fn = reward_models.reward_loss(prm_config)
+  eval_loss = jax.jit(loss_fn)
+  eval_batches = [encode(eval_ex[i:i + d.batch_size]) for i in range(0, len(eval_ex), d.batch_size)]
+
+  def eval_fn(params):
+    weights = [b["label_mask"].sum() for b in eval_batches]
+    losses = [float(eval_loss(params, b)[0]) for b in eval_batches]
+    return {"loss": float(np.average(losses, weights=weights))}
+
+  state = loop.train(
+      workdir=workdir, params=params, loss_fn=loss_fn, batch_fn=batch_fn,
+      optimizer=_optimizer(config, config.train.steps), loop=_loop_config(config),
+      eval_fn=eval_fn, tokens_in_batch=lambda b: int(b["lengths"].sum()),
+      description=config.stage)
+  export = _export_dir(config, workdir)
+  checkpoints.export_model(export, state.best_params, prm_config, extra={
+      "stage": config.stage, "best_eval_loss": float(state.best_eval),
+      "tokenizer": tokenizer.to_dict(), "step_delimiter": arith.STEP_DELIMITER})
+  return {"stage": config.stage, "train_examples": len(train_ex), "held_out_examples": len(eval_ex),
+          "best_eval_loss": float(state.best_eval), "steps_done": int(state.step),
+          "export_dir": export}
