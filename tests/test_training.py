@@ -158,3 +158,45 @@ def test_label_file_resumes_without_duplicates(tmp_path):
   assert stats["problems"] == 1
   uids = [r["uid"] for r in mc_labels.read_labels(path)]
   assert uids == [p.uid for p in problems]
+
+
+def test_stages_end_to_end_on_tiny_configs(tmp_path):
+  """SFT -> Monte Carlo labels -> PRM and ORM, each exported and loadable."""
+  policy = tmp_path / "policy"
+  pipeline.run(tiny_sft_config(steps=4), str(policy))
+  labels = ml_collections.ConfigDict({
+      "stage": "mc_labels", "policy_dir": str(policy / "model"), "data_seed": 0,
+      "num_problems": 4,
+      "labels": dict(samples_per_problem=2, rollouts_per_step=2, temperature=1.0, max_steps=3,
+                     max_step_tokens=12, max_solution_tokens=40, problems_per_batch=2, seed=0)})
+  summary = pipeline.run(labels, str(tmp_path / "labels"))
+  assert summary["problems"] == 4 and summary["rollout_tokens_per_s_this_call"] > 0
+  records = mc_labels.read_labels(str(tmp_path / "labels" / "labels.jsonl"))
+  if not any(r["samples"] for r in records):  # an untrained policy rarely ends a solution
+    records[0]["samples"] = [{"steps": ["1+1=2\n\n", "Answer: 2"], "labels": [0.5, 1.0],
+                              "correct": True, "text": ""}]
+    records[1]["samples"] = [{"steps": ["Answer: 3"], "labels": [0.0], "correct": False,
+                              "text": ""}]
+  path = tmp_path / "fixed.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  for stage in ("prm", "orm"):
+    c = common.reward_config(stage, str(policy / "model"), str(path), steps=3)
+    c.data.held_out_fraction = 0.5
+    c.model.head_hidden = 16
+    c.train.update(log_every=1, eval_every=1, save_every=2)
+    out = pipeline.run(c, str(tmp_path / stage))
+    assert np.isfinite(out["best_eval_loss"])
+    prm_config, params, _ = checkpoints.load_exported(str(tmp_path / stage / "model"))
+    assert prm_config.kind == "value" and "head" in params
+
+
+def test_train_launcher_smoke(tmp_path):
+  import subprocess
+  import sys
+  cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/arith/policy_small.py",
+         "--workdir", str(tmp_path), "--config.train.steps=2", "--config.model.hidden_size=32",
+         "--config.model.num_layers=1", "--config.model.intermediate_size=32",
+         "--config.data.batch_size=4", "--config.data.eval_problems=8"]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  subprocess.run(cmd, check=True, cwd=root, capture_output=True, timeout=300)
+  assert os.path.exists(tmp_path / "model" / "model.safetensors")
