@@ -4,7 +4,6 @@ read the language model's logits."""
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,7 @@ from ttcjax.models.config import get_config
 from ttcjax.models.prm import (PrmConfig, gather_step_scores, init_prm_params, score_steps,
                                token_scores)
 from ttcjax.models.transformer import forward
+from jax_helpers import host_jit, random_tree
 
 HEADS = {
     "value-linear": PrmConfig(get_config("tiny"), kind="value", num_labels=1),
@@ -34,29 +34,9 @@ CHUNK = 6
 MAX_STEPS = 8
 
 
-# The test programs are tiny, so compiling dominates their cost; XLA's backend
-# optimisation level 0 roughly halves it (results are the same computation).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-def host_jit(fn=None, **jit_kwargs):
-  """jax.jit whose results come back as numpy (no eager op compiles in the asserts)."""
-  if fn is None:
-    return functools.partial(host_jit, **jit_kwargs)
-  jitted = jax.jit(fn, compiler_options=FAST_COMPILE, **jit_kwargs)
-  return functools.wraps(fn)(lambda *args, **kwargs: jax.device_get(jitted(*args, **kwargs)))
-
-
 def random_prm_params(config: PrmConfig, seed: int, std: float = 0.2):
-  shapes = jax.eval_shape(lambda k: init_prm_params(config, k), jax.random.PRNGKey(0))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    is_norm = jax.tree_util.keystr(path).endswith("['weight']")
-    value = (1.0 if is_norm else 0.0) + std * rng.standard_normal(leaf.shape)
-    return jnp.asarray(value.astype(leaf.dtype))
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+  """Parameters with init_prm_params's tree, redrawn from numpy."""
+  return random_tree(lambda k: init_prm_params(config, k), seed, std)
 
 
 def _take(x, start, width):

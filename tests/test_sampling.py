@@ -8,7 +8,6 @@ decoding, per-row keys and call splitting hold end to end.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -22,6 +21,7 @@ from ttcjax.models.tokenizer import CharTokenizer
 from ttcjax.models.transformer import forward, init_params
 from ttcjax.sampling import (Sampler, StepDelimiter, append_tokens, prefill, row_keys,
                              sample_steps, transformer_decode_fn)
+from jax_helpers import host_jit
 
 # ---------------------------------------------------------------- fakes
 
@@ -76,19 +76,6 @@ def fake_cache(rows, width=64):
 
 _SAMPLE_STATIC = ("decode_fn", "max_new_tokens", "eos_id", "max_steps", "max_step_tokens",
                   "max_solution_tokens", "pad_id")
-# The test programs are tiny, so compiling dominates their cost; XLA's backend
-# optimisation level 0 roughly halves it (results are the same computation).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-def host_jit(fn=None, **jit_kwargs):
-  """jax.jit whose results come back as numpy (no eager op compiles in the asserts)."""
-  if fn is None:
-    return functools.partial(host_jit, **jit_kwargs)
-  jitted = jax.jit(fn, compiler_options=FAST_COMPILE, **jit_kwargs)
-  return functools.wraps(fn)(lambda *args, **kwargs: jax.device_get(jitted(*args, **kwargs)))
-
-
 jit_sample_steps = host_jit(sample_steps, static_argnames=_SAMPLE_STATIC)
 jit_prefill = host_jit(prefill, static_argnames=("decode_fn", "max_length"))
 jit_append_tokens = host_jit(append_tokens, static_argnames=("decode_fn",))

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from configs.arith import common
-from ttcjax.models.cache import KVCache
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.transformer import init_params
 from ttcjax.tasks import arith

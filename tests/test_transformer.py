@@ -8,7 +8,6 @@ cache slot would move the logits by little more than float32 noise.
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ from ttcjax.models.cache import KVCache
 from ttcjax.models.config import PRESETS, RopeScaling, TransformerConfig, get_config
 from ttcjax.models.transformer import forward, init_params, rope_frequencies
 from ttcjax.sampling import prefill, transformer_decode_fn
+from jax_helpers import host_jit, random_tree
 
 ATOL = 1e-5
 
@@ -38,33 +38,12 @@ CONFIGS["tiny-qwen-bf16"] = CONFIGS["tiny-qwen"].replace(param_dtype="bfloat16",
 
 
 def random_params(config: TransformerConfig, seed: int, std: float = 0.2):
-  """Parameters with init_params' tree, redrawn from numpy (no per-op compiles)."""
-  shapes = jax.eval_shape(lambda k: init_params(config, k), jax.random.PRNGKey(0))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    is_norm = jax.tree_util.keystr(path).endswith("['weight']")
-    value = (1.0 if is_norm else 0.0) + std * rng.standard_normal(leaf.shape)
-    return jnp.asarray(value.astype(leaf.dtype))
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+  """Parameters with init_params's tree, redrawn from numpy."""
+  return random_tree(lambda k: init_params(config, k), seed, std)
 
 
 def random_tokens(seed, shape, vocab):
   return np.random.default_rng(seed).integers(0, vocab, shape).astype(np.int32)
-
-
-# The test programs are tiny, so compiling dominates their cost; XLA's backend
-# optimisation level 0 roughly halves it (results are the same computation).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-def host_jit(fn=None, **jit_kwargs):
-  """jax.jit whose results come back as numpy (no eager op compiles in the asserts)."""
-  if fn is None:
-    return functools.partial(host_jit, **jit_kwargs)
-  jitted = jax.jit(fn, compiler_options=FAST_COMPILE, **jit_kwargs)
-  return functools.wraps(fn)(lambda *args, **kwargs: jax.device_get(jitted(*args, **kwargs)))
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ batch, nor on how generation is split into calls.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import chex
 import flax
@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttcjax.models.cache import KVCache
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.tokenizer import Tokenizer
 from ttcjax.models.transformer import forward

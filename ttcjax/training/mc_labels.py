@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.tokenizer import Tokenizer, pad_batch
-from ttcjax.sampling import (DecodeFn, DecodeState, Sampler, StepDelimiter, prefill,
+from ttcjax.sampling import (DecodeFn, Sampler, StepDelimiter, prefill,
                              row_keys, sample_steps, transformer_decode_fn)
 
 
