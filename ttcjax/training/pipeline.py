@@ -14,6 +14,7 @@ call `run`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -87,11 +88,15 @@ def _sft_batch_fn(config, tokenizer):
   """
   d = config.data
 
+  @functools.lru_cache(maxsize=2)
+  def sorted_group(group: int):
+    # Drawn once for the group's batches, not once per batch.
+    problems = arith.train_batch(group, d.batch_size * _LENGTH_GROUP, d.seed, tuple(d.levels))
+    return sorted(problems, key=lambda p: len(p.prompt) + len(p.solution()))
+
   def batch_fn(step: int):
     group, index = divmod(step, _LENGTH_GROUP)
-    problems = arith.train_batch(group, d.batch_size * _LENGTH_GROUP, d.seed, tuple(d.levels))
-    problems.sort(key=lambda p: len(p.prompt) + len(p.solution()))
-    problems = problems[index * d.batch_size:(index + 1) * d.batch_size]
+    problems = sorted_group(group)[index * d.batch_size:(index + 1) * d.batch_size]
     return sft.encode_sft_batch(tokenizer, [p.prompt for p in problems],
                                 [p.solution() for p in problems], d.max_length, _PAD_MULTIPLE)
 
