@@ -11,8 +11,9 @@ import pytest
 
 from configs.arith import common
 from ttcjax.models.config import TransformerConfig
+from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
-from ttcjax.tasks import arith
+from ttcjax.tasks import arith, testbed
 from ttcjax.training import checkpoints, mc_labels, pipeline
 
 TINY_MODEL = dict(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
@@ -94,6 +95,43 @@ def test_missing_policy_and_empty_labels_are_refused(tmp_path):
     pipeline.run(c, str(tmp_path / "x"))
 
 
+def _export_tiny_policy(directory, vocab_size):
+  config = TransformerConfig(vocab_size=vocab_size, **TINY_MODEL)
+  checkpoints.export_model(str(directory), init_params(config, jax.random.PRNGKey(0)), config)
+
+
+def test_mismatched_checkpoints_and_empty_data_are_refused(tmp_path):
+  vocab = testbed.tokenizer().vocab_size
+  _export_tiny_policy(tmp_path / "policy", vocab)
+  _export_tiny_policy(tmp_path / "foreign", vocab + 7)
+  labels = tmp_path / "labels.jsonl"
+  labels.write_text("")
+  # A policy of another vocabulary, and a reward config pointing at a labels file
+  # with no problems: both refused before anything is written.
+  for policy, match in ((tmp_path / "foreign", "vocabulary"), (tmp_path / "policy", "no labelled")):
+    workdir = tmp_path / f"prm-{policy.name}"
+    with pytest.raises(ValueError, match=match):
+      pipeline.run(common.reward_config("prm", str(policy), str(labels), 4), str(workdir))
+    assert not (workdir / "model").exists() and not (workdir / "checkpoints").exists()
+  # A reward model where a policy belongs.
+  prm = tmp_path / "prm-trained"
+  config = PrmConfig(TransformerConfig(vocab_size=vocab, **TINY_MODEL), head_hidden=8)
+  checkpoints.export_model(str(prm), init_prm_params(config, jax.random.PRNGKey(0)), config)
+  before = (prm / "model.safetensors").read_bytes()
+  with pytest.raises(ValueError, match="not a policy"):
+    pipeline.run(common.reward_config("orm", str(prm), str(labels), 4), str(tmp_path / "orm"))
+  assert (prm / "model.safetensors").read_bytes() == before
+  # Labelling an empty problem set.
+  empty = ml_collections.ConfigDict({
+      "stage": "mc_labels", "policy_dir": str(tmp_path / "policy"), "data_seed": 0,
+      "num_problems": 0,
+      "labels": dict(samples_per_problem=2, rollouts_per_step=2, temperature=1.0, max_steps=3,
+                     max_step_tokens=12, max_solution_tokens=40, problems_per_batch=2, seed=0)})
+  with pytest.raises(ValueError, match="num_problems"):
+    pipeline.run(empty, str(tmp_path / "labels-run"))
+  assert not (tmp_path / "labels-run" / "labels.jsonl").exists()
+
+
 # ----------------------------------------------------------- Monte Carlo labels
 
 
@@ -120,7 +158,7 @@ def scripted_policy(tokenizer, prompt_length, script_text):
     ("37+15=52\n\n52*3=155\n\n155-28=127\n\nAnswer: 127", [0.0, 0.0, 0.0, 0.0], False),
 ])
 def test_mc_labels_are_exact_on_a_deterministic_policy(script, expected_labels, correct):
-  tokenizer = pipeline.testbed_tokenizer()
+  tokenizer = testbed.tokenizer()
   config = TransformerConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL)
   prompt_length = len(tokenizer.encode(PROBLEM.prompt, add_bos=True))
   label_config = mc_labels.LabelConfig(samples_per_problem=2, rollouts_per_step=3,
@@ -139,8 +177,23 @@ def test_mc_labels_are_exact_on_a_deterministic_policy(script, expected_labels, 
   assert labeler.tokens_generated > 2 * len(script)
 
 
+def test_mc_labels_drop_samples_without_an_answer():
+  tokenizer = testbed.tokenizer()
+  config = TransformerConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL)
+  prompt_length = len(tokenizer.encode(PROBLEM.prompt, add_bos=True))
+  label_config = mc_labels.LabelConfig(samples_per_problem=2, rollouts_per_step=2,
+                                       max_steps=8, max_step_tokens=24,
+                                       max_solution_tokens=64, problems_per_batch=1)
+  labeler = mc_labels.MonteCarloLabeler(
+      config, None, tokenizer, label_config, grade=arith.is_correct,
+      decode_fn=scripted_policy(tokenizer, prompt_length, "37+15=52\n\n52*3=156"),
+      has_answer=lambda text: arith.extract_answer(text) is not None)
+  [result] = labeler.label([PROBLEM], [PROBLEM.prompt], [0])
+  assert result.samples == []
+
+
 def test_label_file_resumes_without_duplicates(tmp_path):
-  tokenizer = pipeline.testbed_tokenizer()
+  tokenizer = testbed.tokenizer()
   config = TransformerConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL)
   params = init_params(config, jax.random.PRNGKey(0))
   problems = arith.make_split("train", 3, levels=(1,))

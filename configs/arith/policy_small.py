@@ -13,4 +13,4 @@ MODEL = dict(hidden_size=128, num_layers=3, num_heads=4, num_kv_heads=4,
 
 
 def get_config():
-  return common.sft_config(MODEL, steps=3000, learning_rate=3e-3)
+  return common.sft_config(MODEL, steps=2500, learning_rate=3e-3)

@@ -85,13 +85,16 @@ class MonteCarloLabeler:
     grade: (problem, solution text) -> bool.
     step_delimiter: the text that ends a step.
     decode_fn: the policy as a `DecodeFn` (default: the transformer's).
+    has_answer: solution text -> whether it states a parsable final answer; samples
+      without one are dropped, as in the paper (default: keep every finished sample).
   """
 
   def __init__(self, config: TransformerConfig, params, tokenizer: Tokenizer,
                label_config: LabelConfig, grade: Callable[[object, str], bool],
                step_delimiter: str = "\n\n", decode_fn: DecodeFn | None = None,
-               max_prompt_tokens: int = 48):
+               max_prompt_tokens: int = 48, has_answer: Callable[[str], bool] | None = None):
     self.config, self.params, self.tokenizer = config, params, tokenizer
+    self.has_answer = has_answer
     self.cfg, self.grade = label_config, grade
     self.max_prompt_tokens = max_prompt_tokens
     self.capacity = max_prompt_tokens + label_config.max_solution_tokens + 1
@@ -176,6 +179,8 @@ class MonteCarloLabeler:
         steps, _ = _step_texts(tok, generated[r], step_ends[r], filled[r])
         if not finished[r] or len(steps) != len(labels[r]):
           continue  # ran out of steps or tokens: no parsable end
+        if self.has_answer is not None and not self.has_answer(text):
+          continue
         samples.append({"steps": steps, "labels": labels[r],
                         "correct": bool(self.grade(problem, text)), "text": text})
       results.append(LabelledProblem(uid=problem.uid, prompt=prompts[b], samples=samples))

@@ -26,16 +26,11 @@ import numpy as np
 
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig, init_prm_params
-from ttcjax.models.tokenizer import CharTokenizer
 from ttcjax.models.transformer import init_params
-from ttcjax.tasks import arith
+from ttcjax.tasks import arith, testbed
 from ttcjax.training import checkpoints, loop, mc_labels, reward_models, sft
 
 STAGES = ("sft", "mc_labels", "prm", "orm")
-
-
-def testbed_tokenizer() -> CharTokenizer:
-  return CharTokenizer(arith.ALPHABET)
 
 
 def _export_dir(config, workdir: str) -> str:
@@ -104,7 +99,7 @@ def _sft_batch_fn(config, tokenizer):
 
 
 def run_sft(config, workdir: str) -> dict[str, Any]:
-  tokenizer = testbed_tokenizer()
+  tokenizer = testbed.tokenizer()
   model_config = TransformerConfig(vocab_size=tokenizer.vocab_size, **config.model.to_dict())
   params = init_params(model_config, jax.random.PRNGKey(config.seed))
   loss_fn = sft.sft_loss(model_config)
@@ -140,24 +135,15 @@ def run_sft(config, workdir: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ MC labelling
 
 
-def load_policy(path: str):
-  """(config, params, extra) of an exported policy; ValueError if it is not one."""
-  config, params, extra = checkpoints.load_exported(path)
-  if not isinstance(config, TransformerConfig):
-    raise ValueError(f"{path} holds a PRM, not a policy; point at a policy export.")
-  return config, params, extra
-
-
 def run_mc_labels(config, workdir: str) -> dict[str, Any]:
-  tokenizer = testbed_tokenizer()
-  model_config, params, _ = load_policy(config.policy_dir)
-  if model_config.vocab_size != tokenizer.vocab_size:
-    raise ValueError(f"The policy at {config.policy_dir} does not match the testbed tokenizer.")
+  tokenizer = testbed.tokenizer()
+  model_config, params, _ = testbed.load_policy(config.policy_dir)
   problems = arith.make_split("train", config.num_problems, config.data_seed)
   label_config = mc_labels.LabelConfig(**config.labels.to_dict())
   labeler = mc_labels.MonteCarloLabeler(model_config, params, tokenizer, label_config,
                                         grade=arith.is_correct,
-                                        step_delimiter=arith.STEP_DELIMITER)
+                                        step_delimiter=arith.STEP_DELIMITER,
+                                        has_answer=lambda t: arith.extract_answer(t) is not None)
 
   def truth(problem):
     return {"level": problem.level}
@@ -186,8 +172,8 @@ def _reward_examples(records: list[dict], outcome: bool):
 
 def run_reward(config, workdir: str) -> dict[str, Any]:
   outcome = config.stage == "orm"
-  tokenizer = testbed_tokenizer()
-  policy_config, policy_params, _ = load_policy(config.policy_dir)
+  tokenizer = testbed.tokenizer()
+  policy_config, policy_params, _ = testbed.load_policy(config.policy_dir)
   prm_config = PrmConfig(policy_config, kind="value", num_labels=1,
                          head_hidden=config.model.head_hidden)
   params = init_prm_params(prm_config, jax.random.PRNGKey(config.seed))

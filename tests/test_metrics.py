@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from ttcjax import metrics
+
+
+def brute_force_auroc(scores, labels):
+  pos = [s for s, l in zip(scores, labels) if l]
+  neg = [s for s, l in zip(scores, labels) if not l]
+  wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+  return wins / (len(pos) * len(neg))
+
+
+def test_auroc_hand_computed():
+  assert metrics.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+  assert metrics.auroc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
+  assert metrics.auroc([0.1, 0.2, 0.9], [1, 1, 0]) == 0.0
+  assert metrics.auroc([0.5] * 6, [0, 1, 0, 1, 1, 0]) == 0.5
+
+
+def test_auroc_matches_pairwise_count_with_ties():
+  rng = np.random.default_rng(0)
+  scores = rng.integers(0, 5, 200) / 4.0  # many ties
+  labels = rng.random(200) < scores * 0.8
+  assert metrics.auroc(scores, labels) == pytest.approx(brute_force_auroc(scores, labels))
+
+
+def test_auroc_rejects_bad_input():
+  with pytest.raises(ValueError, match="both classes"):
+    metrics.auroc([0.1, 0.2], [1, 1])
+  with pytest.raises(ValueError, match="labels"):
+    metrics.auroc([0.1, 0.2, 0.3], [1, 0])
+
+
+def test_pass_rates():
+  np.testing.assert_allclose(metrics.pass_rates([[1, 0, 1, 1], [0, 0, 0, 0]]), [0.75, 0.0])
+  with pytest.raises(ValueError, match="samples"):
+    metrics.pass_rates(np.zeros((3, 0)))
