@@ -1,0 +1,288 @@
+"""The machinery every strategy is built from: start a frontier, grow it by one step,
+look ahead, choose how many children each row gets, fork, and finish.
+
+A step-level search is a loop of rounds inside `lax.while_loop`:
+
+    expand (sample one step per open row, score it with the PRM through its cache)
+    -> value each row (its step score, or the PRM value after a greedy lookahead)
+    -> child counts per row (the strategy's rule)
+    -> fork (each open slot continues a parent's caches; finished rows stay put)
+
+Finished rows keep their slot, so the open budget of a problem shrinks as its
+solutions end. Shapes: B problems, N rows each, R = B * N, W the step cap, T the
+solution cap, S score columns; G groups of width K (a strategy's selection unit:
+all N rows of a problem for beam search, each subtree of M rows for DVTS).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ttcjax.models.prm import gather_step_scores
+from ttcjax.sampling import DecodeFn, Sampler, prefill, row_keys, sample_steps
+from ttcjax.search.base import (ComputeRecord, Frontier, PrmFn, SearchBatch, SearchOutput,
+                                SearchSettings, cache_capacity)
+
+# (values [G, K], open [G, K]) -> children per row [G, K] (0 for rows not open), whose
+# sum over each group equals its number of open rows.
+ChildCountFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _context_sum(start: jax.Array, count: jax.Array) -> jax.Array:
+  """Sum of attended context over `count` tokens appended at positions start, start+1, ...
+
+  The token at position p attends to p + 1 positions (itself included).
+  """
+  start, count = start.astype(jnp.float32), count.astype(jnp.float32)
+  return count * start + count * (count + 1) / 2
+
+
+def _per_problem(values: jax.Array, num_problems: int) -> jax.Array:
+  """[R] -> [B] sums over each problem's rows."""
+  return values.astype(jnp.float32).reshape(num_problems, -1).sum(axis=1)
+
+
+def _repeat_rows(tree, copies: int):
+  return jax.tree.map(lambda x: jnp.repeat(x, copies, axis=0), tree)
+
+
+def init_frontier(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
+                  batch: SearchBatch, num_rows: int, rng: jax.Array,
+                  settings: SearchSettings) -> Frontier:
+  """Runs each prompt once through the policy and the PRM and shares it with N rows.
+
+  Args:
+    policy_fn, policy_params: the policy.
+    prm_fn, prm_params: the PRM.
+    batch: the B problems and their empty caches.
+    num_rows: N, static.
+    rng: key for the rows' slot keys (not consumed).
+    settings: the search's caps.
+  """
+  prompts, prompt_lengths = batch.prompts, batch.prompt_lengths
+  num_problems, width = prompts.shape
+  state, _ = prefill(policy_fn, policy_params, batch.policy_cache, prompts, prompt_lengths,
+                     cache_capacity(width, settings))
+  _, prm_cache = prm_fn(prm_params, prompts, batch.prm_cache, prompt_lengths)
+  lengths = prompt_lengths.astype(jnp.float32)
+  compute = ComputeRecord(
+      policy_generated=jnp.zeros((num_problems,), jnp.float32),
+      policy_prefilled=lengths - 1,
+      policy_context=_context_sum(jnp.zeros_like(lengths), lengths - 1),
+      prm_scored=lengths,
+      prm_context=_context_sum(jnp.zeros_like(lengths), lengths))
+  keys = row_keys(rng, batch.problem_ids, num_rows)
+  rows = num_problems * num_rows
+  buffer = settings.max_solution_tokens + settings.max_step_tokens
+  return Frontier(
+      policy=state.repeat(num_rows).with_keys(keys),
+      prm_cache=_repeat_rows(prm_cache, num_rows),
+      tokens=jnp.full((rows, buffer), settings.pad_id, jnp.int32),
+      step_end=jnp.zeros((rows, buffer), bool),
+      lengths=jnp.zeros((rows,), jnp.int32),
+      step_scores=jnp.zeros((rows, settings.max_steps), jnp.float32),
+      num_steps=jnp.zeros((rows,), jnp.int32),
+      slot_keys=keys,
+      compute=compute)
+
+
+def _write_at(buffer: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:
+  """Writes new[r] into buffer[r] starting at offsets[r] ([R, X], [R, W], [R])."""
+  return jax.vmap(lambda b, n, o: jax.lax.dynamic_update_slice(b, n, (o,)))(buffer, new, offsets)
+
+
+def _round_keys(frontier: Frontier, round_index) -> jax.Array:
+  return jax.vmap(lambda k: jax.random.fold_in(k, round_index))(frontier.slot_keys)
+
+
+def expand(frontier: Frontier, policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
+           sampler: Sampler, settings: SearchSettings, round_index: jax.Array,
+           max_steps: int | None = 1) -> tuple[Frontier, jax.Array]:
+  """Samples `max_steps` more steps (None: to the end) on every open row and scores
+  each new step with the PRM, which reads only the new tokens through its cache.
+
+  Returns:
+    (the grown frontier, [R] the score of each row's newest step; rows that did
+    not grow keep their previous last score).
+  """
+  state = frontier.policy.with_keys(_round_keys(frontier, round_index))
+  budget = settings.max_step_tokens if max_steps == 1 else settings.max_solution_tokens
+  out = sample_steps(policy_fn, policy_params, state, sampler, max_new_tokens=budget,
+                     eos_id=settings.eos_id, delimiter=settings.delimiter, max_steps=max_steps,
+                     max_step_tokens=settings.max_step_tokens,
+                     max_solution_tokens=settings.max_solution_tokens, pad_id=settings.pad_id)
+  new = out.lengths
+  # The PRM holds every token, the policy all but its pending one.
+  scores, prm_cache = prm_fn(prm_params, out.tokens, frontier.prm_cache, new)
+  table = gather_step_scores(scores, out.step_end, settings.max_steps, first_step=frontier.num_steps)
+  newest = jnp.take_along_axis(scores, jnp.maximum(new - 1, 0)[:, None], axis=1)[:, 0]
+  b = frontier.compute.policy_generated.shape[0]
+  spent = ComputeRecord(
+      policy_generated=_per_problem(new, b), policy_prefilled=jnp.zeros((b,), jnp.float32),
+      policy_context=_per_problem(_context_sum(frontier.policy.lengths, new), b),
+      prm_scored=_per_problem(new, b),
+      prm_context=_per_problem(_context_sum(frontier.policy.lengths + 1, new), b))
+  grown = frontier.replace(
+      policy=out.state.with_keys(frontier.slot_keys), prm_cache=prm_cache,
+      tokens=_write_at(frontier.tokens, out.tokens, frontier.lengths),
+      step_end=_write_at(frontier.step_end, out.step_end, frontier.lengths),
+      lengths=frontier.lengths + new,
+      step_scores=jnp.where(table.mask, table.scores, frontier.step_scores),
+      num_steps=frontier.num_steps + out.num_steps, compute=frontier.compute + spent)
+  return grown, jnp.where(new > 0, newest, last_step_score(frontier))
+
+
+def last_step_score(frontier: Frontier) -> jax.Array:
+  """[R] the score of each row's latest step (0 before the first)."""
+  column = jnp.clip(frontier.num_steps - 1, 0, frontier.step_scores.shape[1] - 1)
+  last = jnp.take_along_axis(frontier.step_scores, column[:, None], axis=1)[:, 0]
+  return jnp.where(frontier.num_steps > 0, last, 0.0)
+
+
+def lookahead_values(frontier: Frontier, step_scores: jax.Array, policy_fn: DecodeFn,
+                     policy_params, prm_fn: PrmFn, prm_params, settings: SearchSettings,
+                     num_steps: int) -> tuple[jax.Array, ComputeRecord]:
+  """The PRM's value after rolling each open row out `num_steps` more steps greedily.
+
+  The rollout runs on copies of the caches and is thrown away; only its value and
+  its cost are kept. Rows that are finished (no rollout) keep `step_scores`.
+
+  Returns:
+    (values [R], the rollout's per-problem `ComputeRecord`).
+  """
+  out = sample_steps(policy_fn, policy_params, frontier.policy, Sampler.greedy(),
+                     max_new_tokens=num_steps * settings.max_step_tokens, eos_id=settings.eos_id,
+                     delimiter=settings.delimiter, max_steps=num_steps,
+                     max_step_tokens=settings.max_step_tokens,
+                     max_solution_tokens=settings.max_solution_tokens, pad_id=settings.pad_id)
+  scores, _ = prm_fn(prm_params, out.tokens, frontier.prm_cache, out.lengths)
+  value = jnp.take_along_axis(scores, jnp.maximum(out.lengths - 1, 0)[:, None], axis=1)[:, 0]
+  b = frontier.compute.policy_generated.shape[0]
+  spent = ComputeRecord(
+      policy_generated=_per_problem(out.lengths, b), policy_prefilled=jnp.zeros((b,), jnp.float32),
+      policy_context=_per_problem(_context_sum(frontier.policy.lengths, out.lengths), b),
+      prm_scored=_per_problem(out.lengths, b),
+      prm_context=_per_problem(_context_sum(frontier.policy.lengths + 1, out.lengths), b))
+  return jnp.where(out.lengths > 0, value, step_scores), spent
+
+
+def top_counts(values: jax.Array, open_rows: jax.Array, children_per_parent: int) -> jax.Array:
+  """Beam-style child counts: the best open rows get `children_per_parent` children
+  each, best first, until every open slot of the group is assigned.
+
+  With a open rows and M children per parent, ceil(a / M) parents survive; the last
+  one gets a - M * floor(a / M) children when M does not divide a. Ties go to the
+  lower row index.
+
+  Args:
+    values: [G, K] scores.
+    open_rows: [G, K] bool.
+    children_per_parent: M.
+
+  Returns:
+    [G, K] int32 children per row.
+  """
+  num_open = open_rows.sum(axis=1, keepdims=True)
+  order = jnp.argsort(jnp.where(open_rows, -values, jnp.inf), axis=1, stable=True)
+  ranks = jnp.argsort(order, axis=1, stable=True)
+  counts = jnp.clip(num_open - ranks * children_per_parent, 0, children_per_parent)
+  return jnp.where(open_rows, counts, 0).astype(jnp.int32)
+
+
+def assign_parents(counts: jax.Array, open_rows: jax.Array) -> jax.Array:
+  """Which row each slot continues, given child counts.
+
+  Open slots are filled in order by the children of the rows with counts, in row
+  order; closed slots keep their own row.
+
+  Args:
+    counts: [G, K] children per row, summing over each group to its open rows.
+    open_rows: [G, K] bool.
+
+  Returns:
+    [G, K] int32 parent index within the group.
+  """
+  ends = jnp.cumsum(counts, axis=1)
+  slot_rank = jnp.cumsum(open_rows, axis=1) - 1
+
+  def per_group(group_ends, ranks):
+    return jnp.searchsorted(group_ends, ranks, side="right")
+
+  parents = jax.vmap(per_group)(ends, slot_rank).astype(jnp.int32)
+  own = jnp.broadcast_to(jnp.arange(counts.shape[1], dtype=jnp.int32), counts.shape)
+  return jnp.where(open_rows, jnp.minimum(parents, counts.shape[1] - 1), own)
+
+
+def fork(frontier: Frontier, parents: jax.Array) -> Frontier:
+  """Each row continues row `parents[b, n]` of its own problem ([B, N] int32).
+
+  Caches and buffers are gathered within each problem (no recomputation, and no
+  row moves between problems, so a problem-sharded batch stays local). Slot keys
+  and the compute record stay with the slot.
+  """
+  num_problems, per_problem = parents.shape
+
+  def take(x):
+    grouped = x.reshape(num_problems, per_problem, *x.shape[1:])
+    index = parents.reshape(num_problems, per_problem, *([1] * (x.ndim - 1)))
+    return jnp.take_along_axis(grouped, index, axis=1).reshape(x.shape)
+
+  moved = frontier.replace(slot_keys=None, compute=None)
+  moved = jax.tree.map(take, moved)
+  return moved.replace(slot_keys=frontier.slot_keys, compute=frontier.compute)
+
+
+def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
+               policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params, sampler: Sampler,
+               settings: SearchSettings, lookahead_steps: int = 0) -> Frontier:
+  """Grows the frontier round by round until every row is finished or the round cap.
+
+  Args:
+    frontier: from `init_frontier`, N rows per problem.
+    child_counts: the strategy's rule, applied to groups of `group_size` rows.
+    group_size: K, dividing N.
+    lookahead_steps: k > 0 values each new step by a greedy k-step rollout.
+  """
+  num_problems = frontier.compute.policy_generated.shape[0]
+
+  def cond(carry):
+    round_index, fr = carry
+    return (round_index < settings.max_rounds) & ~jnp.all(fr.finished)
+
+  def body(carry):
+    round_index, fr = carry
+    fr, values = expand(fr, policy_fn, policy_params, prm_fn, prm_params, sampler, settings,
+                        round_index)
+    if lookahead_steps > 0:
+      values, spent = lookahead_values(fr, values, policy_fn, policy_params, prm_fn, prm_params,
+                                       settings, lookahead_steps)
+      # The paper scores the step with the value at the end of its rollout.
+      column = jnp.clip(fr.num_steps - 1, 0, settings.max_steps - 1)
+      keep = (fr.num_steps > 0) & (fr.num_steps <= settings.max_steps)
+      rows = jnp.arange(fr.num_rows)
+      fr = fr.replace(step_scores=fr.step_scores.at[rows, column].set(
+          jnp.where(keep, values, fr.step_scores[rows, column])), compute=fr.compute + spent)
+    open_rows = ~fr.finished
+    counts = child_counts(values.reshape(-1, group_size), open_rows.reshape(-1, group_size))
+    parents = assign_parents(counts, open_rows.reshape(-1, group_size))
+    group_offsets = (jnp.arange(parents.shape[0]) % (fr.num_rows // num_problems // group_size)
+                     ) * group_size
+    parents = (parents + group_offsets[:, None]).reshape(num_problems, -1)
+    return round_index + 1, fork(fr, parents)
+
+  _, frontier = jax.lax.while_loop(cond, body, (jnp.int32(0), frontier))
+  return frontier
+
+
+def finish(frontier: Frontier, num_problems: int, settings: SearchSettings) -> SearchOutput:
+  """The frontier as a `SearchOutput` ([B, N, ...])."""
+  t = settings.max_solution_tokens
+  shape = lambda x: x.reshape(num_problems, -1, *x.shape[1:])
+  mask = jnp.arange(settings.max_steps)[None, :] < frontier.num_steps[:, None]
+  return SearchOutput(
+      tokens=shape(frontier.tokens[:, :t]), step_end=shape(frontier.step_end[:, :t]),
+      lengths=shape(frontier.lengths), step_scores=shape(jnp.where(mask, frontier.step_scores, 0.0)),
+      step_mask=shape(mask), finished=shape(frontier.finished), compute=frontier.compute)

@@ -1,0 +1,146 @@
+"""Choosing one answer from a search's candidates, after the search, on stored scores.
+
+One search serves every rule: step scores are aggregated into a solution score
+(`aggregate`), then an answer is picked among the N candidates of a problem
+(`select_answers`). Answers enter as integer ids per problem (`answer_ids`, built
+from the task's canonical form), so every rule is a few numpy operations over
+[P, N] arrays. `subset_selection` reads best-of-n at every n <= N from one run of N
+samples by drawing subsets without replacement and averaging over draws.
+
+P denotes problems, N candidates per problem, S step-score columns.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import numpy as np
+
+AGGREGATIONS = ("last", "min", "prod", "mean")
+SELECTIONS = ("majority", "best", "weighted")
+NO_ANSWER = -1
+
+
+def aggregate(step_scores: np.ndarray, step_mask: np.ndarray, how: str) -> np.ndarray:
+  """Solution scores [...] from step scores [..., S] and their mask.
+
+  A solution without any scored step gets 0 (it cannot be preferred).
+
+  Args:
+    step_scores: [..., S] PRM scores in [0, 1].
+    step_mask: [..., S] bool, the step exists.
+    how: "last" (the paper's choice), "min", "prod" or "mean".
+  """
+  if how not in AGGREGATIONS:
+    raise ValueError(f"Unknown aggregation {how!r}; choose one of {AGGREGATIONS}.")
+  scores = np.asarray(step_scores, np.float64)
+  mask = np.asarray(step_mask, bool)
+  if scores.shape != mask.shape:
+    raise ValueError(f"step_scores {scores.shape} and step_mask {mask.shape} differ in shape.")
+  count = mask.sum(axis=-1)
+  if how == "last":
+    last = np.clip(count - 1, 0, None)[..., None]
+    out = np.take_along_axis(scores, last, axis=-1)[..., 0]
+  elif how == "min":
+    out = np.where(mask, scores, np.inf).min(axis=-1)
+  elif how == "prod":
+    out = np.where(mask, scores, 1.0).prod(axis=-1)
+  else:
+    out = np.where(mask, scores, 0.0).sum(axis=-1) / np.maximum(count, 1)
+  return np.where(count > 0, out, 0.0)
+
+
+def answer_ids(answers: Sequence[Sequence[Hashable | None]]) -> tuple[np.ndarray, list[list]]:
+  """Integer ids of canonical answers, per problem.
+
+  Args:
+    answers: P lists of N canonical answers (None: no parsable answer).
+
+  Returns:
+    (ids [P, N] int, NO_ANSWER for None; P lists mapping id -> answer).
+  """
+  if len({len(row) for row in answers}) > 1:
+    raise ValueError("Every problem needs the same number of candidates.")
+  ids = np.full((len(answers), len(answers[0]) if answers else 0), NO_ANSWER, np.int64)
+  vocab = []
+  for p, row in enumerate(answers):
+    seen: dict = {}
+    for n, answer in enumerate(row):
+      if answer is not None:
+        ids[p, n] = seen.setdefault(answer, len(seen))
+    vocab.append(list(seen))
+  return ids, vocab
+
+
+def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.ndarray:
+  """The chosen answer id per problem [P] (NO_ANSWER when no candidate has one).
+
+  Args:
+    ids: [P, N] answer ids (`answer_ids`).
+    scores: [P, N] solution scores (a PRM's aggregate, or an ORM's score); unused
+      by "majority".
+    rule: "majority" (most frequent answer), "best" (the answer of the best-scored
+      candidate) or "weighted" (the answer whose candidates' scores sum highest,
+      the paper's best-of-N weighted). Ties go to the answer seen first.
+  """
+  if rule not in SELECTIONS:
+    raise ValueError(f"Unknown selection rule {rule!r}; choose one of {SELECTIONS}.")
+  ids = np.asarray(ids)
+  if ids.ndim != 2:
+    raise ValueError(f"ids must be [problems, candidates], got shape {ids.shape}.")
+  if rule != "majority":
+    if scores is None or np.shape(scores) != ids.shape:
+      raise ValueError(f"Rule {rule!r} needs scores of shape {ids.shape}, got "
+                       f"{None if scores is None else np.shape(scores)}.")
+    scores = np.asarray(scores, np.float64)
+  valid = ids != NO_ANSWER
+  if rule == "best":
+    masked = np.where(valid, scores, -np.inf)
+    best = np.argmax(masked, axis=1)
+    chosen = ids[np.arange(ids.shape[0]), best]
+    return np.where(valid.any(axis=1), chosen, NO_ANSWER)
+  weights = np.ones(ids.shape) if rule == "majority" else scores
+  width = max(int(ids.max()) + 1, 1)
+  totals = np.zeros((ids.shape[0], width))
+  rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
+  np.add.at(totals, (rows[valid.ravel()], ids.ravel()[valid.ravel()]), weights.ravel()[valid.ravel()])
+  # Answer ids are numbered in order of first appearance, so argmax's first-max
+  # tie-break picks the answer seen first.
+  return np.where(valid.any(axis=1), np.argmax(totals, axis=1), NO_ANSWER)
+
+
+def subset_selection(ids: np.ndarray, scores: np.ndarray | None, correct_ids: np.ndarray,
+                     subset_size: int, rule: str, num_draws: int, seed: int = 0) -> np.ndarray:
+  """Accuracy per problem [P] of selecting among random n-subsets of the N candidates.
+
+  Each draw picks `subset_size` candidates per problem uniformly without
+  replacement; the result averages correctness over `num_draws` draws (exact, one
+  draw, when subset_size == N).
+
+  Args:
+    ids: [P, N] answer ids.
+    scores: [P, N] solution scores (None for "majority").
+    correct_ids: [P] the id of the right answer (NO_ANSWER if no candidate has it).
+    subset_size: n in 1..N.
+    rule: see `select_answers`.
+    num_draws: subsets averaged.
+    seed: the draws' seed.
+  """
+  ids = np.asarray(ids)
+  num_problems, n_total = ids.shape
+  if not 1 <= subset_size <= n_total:
+    raise ValueError(f"subset_size must lie in [1, {n_total}], got {subset_size}.")
+  if num_draws < 1:
+    raise ValueError(f"num_draws must be positive, got {num_draws}.")
+  correct_ids = np.asarray(correct_ids)
+  if subset_size == n_total:
+    num_draws = 1
+  rng = np.random.default_rng(seed)
+  hits = np.zeros(num_problems)
+  rows = np.arange(num_problems)[:, None]
+  for _ in range(num_draws):
+    pick = np.argsort(rng.random((num_problems, n_total)), axis=1)[:, :subset_size]
+    sub_scores = None if scores is None else np.asarray(scores)[rows, pick]
+    chosen = select_answers(ids[rows, pick], sub_scores, rule)
+    hits += (chosen == correct_ids) & (correct_ids != NO_ANSWER)
+  return hits / num_draws
