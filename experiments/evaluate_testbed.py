@@ -22,7 +22,7 @@ import time
 from absl import app, flags
 
 from ttcjax.sampling import Sampler
-from ttcjax.tasks import arith, testbed
+from ttcjax.tasks import testbed
 
 _JSON = flags.DEFINE_string("json", None, "Where to write the figures (JSON).")
 _POLICY = flags.DEFINE_string("policy", testbed.shipped_checkpoint("policy_small"), "Small policy.")
@@ -38,19 +38,6 @@ _TEMPERATURES = flags.DEFINE_list("temperatures", ["1.0", "0.8"],
 _PER_LEVEL = flags.DEFINE_integer("problems_per_level", 50,
                                   "Test problems per level (50 = the whole test set).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-
-
-def _test_slice(per_level: int) -> list[arith.Problem]:
-  if not 1 <= per_level <= 50:
-    raise ValueError(f"--problems_per_level must be in 1..50, got {per_level}.")
-  problems = arith.test_problems()
-  counts: dict[int, int] = {}
-  chosen = []
-  for p in problems:
-    if counts.get(p.level, 0) < per_level:
-      counts[p.level] = counts.get(p.level, 0) + 1
-      chosen.append(p)
-  return chosen
 
 
 def _write(path: str | None, results: dict) -> None:
@@ -76,7 +63,7 @@ def _print_table(results: dict) -> None:
 
 def main(argv):
   del argv
-  problems = _test_slice(_PER_LEVEL.value)
+  problems = testbed.evaluation_problems(_PER_LEVEL.value)
   temperatures = [float(t) for t in _TEMPERATURES.value]
   results: dict = {"problems": len(problems), "num_samples": _SAMPLES.value}
   start = time.perf_counter()

@@ -19,15 +19,21 @@ from ttcjax.search import frontier
 RNG = jax.random.PRNGKey(7)
 
 
-def run(strategy, num_problems=1, problem_ids=None, settings=None, **hyper):
+@functools.lru_cache(maxsize=None)
+def compiled(strategy, hyper):
+  """One jitted search per (strategy, hyperparameters), shared by the tests."""
   strategy_fn = search.get_strategy(strategy)
 
   def call(batch, rng, sampler, settings):
     return strategy_fn(fakes.policy_fn, None, fakes.prm_fn, None, batch, rng, sampler, settings,
-                       **hyper)
+                       **dict(hyper))
 
-  return jax.jit(call)(fakes.batch(num_problems, problem_ids), RNG, Sampler(),
-                       settings or fakes.settings())
+  return jax.jit(call)
+
+
+def run(strategy, num_problems=1, problem_ids=None, settings=None, **hyper):
+  fn = compiled(strategy, tuple(sorted(hyper.items())))
+  return fn(fakes.batch(num_problems, problem_ids), RNG, Sampler(), settings or fakes.settings())
 
 
 def top_rows(values, keep):
@@ -209,3 +215,20 @@ def test_bad_hyperparameters_are_refused(strategy, hyper, match):
 def test_unknown_strategy_is_refused():
   with pytest.raises(ValueError, match="Unknown search strategy"):
     search.get_strategy("mcts")
+
+
+def test_sharded_search_equals_unsharded():
+  import json
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-m", "tests.sharding_probe"], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=600, check=True)
+  report = json.loads(out.stdout.strip().splitlines()[-1])
+  assert report["devices"] == 8
+  for name in ("data8", "data4_model2"):
+    assert report[name]["texts_equal"], report
+    assert report[name]["max_score_diff"] < 1e-5, report

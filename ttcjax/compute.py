@@ -17,6 +17,7 @@ that is the work a search needs, independent of how a kernel pads it.
 from __future__ import annotations
 
 import dataclasses
+from typing import Mapping
 
 import numpy as np
 
@@ -76,8 +77,12 @@ def prm_flops(cost: ModelCost, scored, context) -> np.ndarray:
 
 
 def search_flops(record, policy: ModelCost, prm: ModelCost | None) -> dict[str, np.ndarray]:
-  """{"policy_flops", "prm_flops", "total_flops"} per problem from a `ComputeRecord`."""
-  get = lambda name: np.asarray(getattr(record, name), np.float64)
+  """{"policy_flops", "prm_flops", "total_flops"} per problem from a `ComputeRecord`
+  (or a mapping with its field names)."""
+  def get(name):
+    value = record[name] if isinstance(record, Mapping) else getattr(record, name)
+    return np.asarray(value, np.float64)
+
   out = {"policy_flops": policy_flops(policy, get("policy_generated"), get("policy_prefilled"),
                                       get("policy_context"))}
   out["prm_flops"] = (prm_flops(prm, get("prm_scored"), get("prm_context")) if prm is not None

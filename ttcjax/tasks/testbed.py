@@ -232,3 +232,60 @@ def reward_model_report(config: PrmConfig, params, samples: GradedSamples) -> di
       "steps_scored": int(mask.sum()),
       "solutions_scored": int(has_steps.sum()),
   }
+
+
+# --------------------------------------------------------------------------- search
+
+
+def evaluation_problems(problems_per_level: int) -> list[arith.Problem]:
+  """The first `problems_per_level` test problems of every level (50: the whole set)."""
+  if not 1 <= problems_per_level <= 50:
+    raise ValueError(f"problems_per_level must be in 1..50, got {problems_per_level}.")
+  taken: dict[int, int] = {}
+  chosen = []
+  for problem in arith.test_problems():
+    if taken.get(problem.level, 0) < problems_per_level:
+      taken[problem.level] = taken.get(problem.level, 0) + 1
+      chosen.append(problem)
+  return chosen
+
+
+def problem_id(problem: arith.Problem) -> int:
+  """A stable integer id of a test problem: 1000 * level + its index in the level."""
+  return 1000 * problem.level + int(problem.uid.rsplit("-", 1)[1])
+
+
+def search_runner(policy_dir: str, prm_dir: str, caps: dict, mesh=None):
+  """A `SearchRunner` over exported testbed models (the shipped ones by default)."""
+  from ttcjax.search.runner import SearchRunner  # search depends on models only
+  policy = load_policy(policy_dir)[:2]
+  prm = load_reward_model(prm_dir)[:2]
+  return SearchRunner(policy, prm, tokenizer(),
+                      lambda text: arith.canonical_answer(arith.extract_answer(text)),
+                      step_delimiter=arith.STEP_DELIMITER, mesh=mesh, **caps)
+
+
+def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | None = None,
+                     progress=None) -> dict:
+  """Runs (or resumes) the sweep a `configs/arith/sweep.py` config describes.
+
+  Writes `workdir/results.jsonl` (see `ttcjax.search.sweep`) and returns the run's totals.
+  """
+  from ttcjax.search import sweep
+  # Results are keyed by (strategy, budget, seed, problem) and a problem's search
+  # depends only on its id, so a sweep may be widened in place.
+  checkpoints.check_run_config(workdir, config.to_dict(), ignore=(
+      "budgets", "seeds", "problems_per_level", "problems_per_batch"))
+  problems = evaluation_problems(config.problems_per_level)
+  runner = search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh)
+  settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
+  units = sweep.plan_units(settings, list(config.budgets), list(config.seeds), len(problems),
+                           config.problems_per_batch)
+  stats = sweep.run_sweep(
+      runner, problems, [p.prompt for p in problems], [problem_id(p) for p in problems],
+      [arith.canonical_answer(p.answer) for p in problems], units,
+      os.path.join(workdir, "results.jsonl"),
+      Sampler(temperature=config.temperature, top_p=config.top_p), config.problems_per_batch,
+      stop_after_units=stop_after_units, progress=progress)
+  stats["units_total"] = len(units)
+  return stats

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from ttcjax import compute
+from ttcjax.models.config import TransformerConfig
+from ttcjax.models.prm import PrmConfig
+from ttcjax.search import select
+
+SCORES = np.array([[0.9, 0.2, 0.5, 0.0], [0.4, 0.8, 0.0, 0.0]])
+MASK = np.array([[True, True, True, False], [True, True, False, False]])
+
+
+@pytest.mark.parametrize("how,expected", [
+    ("last", [0.5, 0.8]), ("min", [0.2, 0.4]), ("prod", [0.09, 0.32]),
+    ("mean", [1.6 / 3, 0.6])])
+def test_aggregations(how, expected):
+  np.testing.assert_allclose(select.aggregate(SCORES, MASK, how), expected)
+
+
+def test_a_solution_without_steps_scores_zero():
+  assert select.aggregate(np.ones((1, 3)), np.zeros((1, 3), bool), "min").tolist() == [0.0]
+
+
+def test_answer_ids_number_answers_in_order_of_appearance():
+  ids, vocab = select.answer_ids([["7", None, "3", "7"], ["1", "1", "2", None]])
+  assert ids.tolist() == [[0, -1, 1, 0], [0, 0, 1, -1]]
+  assert vocab == [["7", "3"], ["1", "2"]]
+
+
+def test_selection_rules_on_a_hand_made_table():
+  #            answers: A    B    B    C    A    (None)
+  ids = np.array([[0, 1, 1, 2, 0, -1]])
+  scores = np.array([[0.5, 0.3, 0.3, 0.95, 0.4, 1.0]])
+  assert select.select_answers(ids, None, "majority").tolist() == [0]  # A and B tie: A first
+  assert select.select_answers(ids, scores, "best").tolist() == [2]     # C has the top score
+  assert select.select_answers(ids, scores, "weighted").tolist() == [2]  # C .95 > A .9 > B .6
+  scores[0, 4] = 0.5
+  assert select.select_answers(ids, scores, "weighted").tolist() == [0]  # A 1.0 > C .95
+
+
+def test_no_answer_at_all():
+  ids = np.array([[-1, -1]])
+  for rule in select.SELECTIONS:
+    assert select.select_answers(ids, np.ones((1, 2)), rule).tolist() == [-1]
+
+
+def test_subsets_of_the_full_set_are_exact_and_small_subsets_average():
+  ids = np.array([[0, 1, 1, 1]])
+  correct = np.array([0])
+  assert select.subset_selection(ids, None, correct, 4, "majority", 10).tolist() == [0.0]
+  # One candidate drawn: right a quarter of the time.
+  acc = select.subset_selection(ids, None, correct, 1, "majority", 4000, seed=1)
+  assert acc[0] == pytest.approx(0.25, abs=0.03)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: select.aggregate(SCORES, MASK, "max"), "Unknown aggregation"),
+    (lambda: select.aggregate(SCORES, MASK[:, :2], "last"), "shape"),
+    (lambda: select.select_answers(np.zeros((1, 2), int), None, "vote"), "Unknown selection"),
+    (lambda: select.select_answers(np.zeros((1, 2), int), np.ones((1, 3)), "best"), "scores"),
+    (lambda: select.subset_selection(np.zeros((1, 2), int), None, np.zeros(1), 3, "majority", 1),
+     "subset_size"),
+])
+def test_bad_input(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()
+
+
+def test_flops_count_parameters_and_attention():
+  config = TransformerConfig(vocab_size=10, hidden_size=8, num_layers=2, num_heads=2,
+                             num_kv_heads=1, intermediate_size=16, tie_word_embeddings=False)
+  cost = compute.ModelCost.of_policy(config)
+  assert cost.body_flops == 2 * config.num_non_embedding_params
+  assert cost.head_flops == 2 * 10 * 8
+  assert cost.attention_flops == 4 * 2 * 2 * 4
+  flops = compute.policy_flops(cost, generated=3, prefilled=5, context=21)
+  assert flops == (cost.body_flops + cost.head_flops) * 3 + cost.body_flops * 5 + cost.attention_flops * 21
+  prm = compute.ModelCost.of_prm(PrmConfig(config, head_hidden=4))
+  assert prm.head_flops == 0 and prm.body_flops == cost.body_flops + 2 * (8 * 4 + 4 * 1)
+  assert compute.generation_budget(16, lookahead_steps=3) == 64
+  with pytest.raises(ValueError):
+    compute.generation_budget(0)

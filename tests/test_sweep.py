@@ -1,0 +1,107 @@
+"""The sweep runner: planning, records, and resumption after a kill."""
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from configs.arith import sweep as sweep_config
+from ttcjax.models.config import TransformerConfig
+from ttcjax.models.prm import PrmConfig, init_prm_params
+from ttcjax.models.transformer import init_params
+from ttcjax.search import sweep
+from ttcjax.tasks import testbed
+from ttcjax.training import checkpoints
+
+TINY = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32,
+            max_position_embeddings=128)
+
+
+def test_plan_skips_settings_that_do_not_fit_and_runs_best_of_n_once():
+  settings = [sweep.StrategySetting.from_dict(s) for s in sweep_config.get_config().strategies]
+  units = sweep.plan_units(settings, [1, 2, 4, 8], [0], num_problems=10, problems_per_batch=10)
+  planned = {(u.setting.label, u.budget) for u in units}
+  assert ("best_of_n", 8) in planned and ("best_of_n", 4) not in planned
+  assert ("beam_m4", 2) not in planned and ("beam_m4", 4) in planned
+  # sqrt rounds down to a power of two: N = 8 -> M = 2; N = 2 -> M = 1.
+  beam_sqrt = next(s for s in settings if s.label == "beam_msqrt")
+  assert beam_sqrt.resolve(8)["beam_width"] == 2 and beam_sqrt.resolve(16)["beam_width"] == 4
+  assert beam_sqrt.resolve(2)["beam_width"] == 1
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(budgets=[]), "at least one"), (dict(budgets=[0, 4]), "positive"),
+    (dict(num_problems=0), "positive problem"),
+])
+def test_bad_plans_are_refused(kwargs, match):
+  args = dict(settings=[sweep.StrategySetting("a", "beam", (("beam_width", 2),))], budgets=[4],
+              seeds=[0], num_problems=4, problems_per_batch=2)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    sweep.plan_units(**args)
+
+
+def test_duplicate_labels_are_refused():
+  s = sweep.StrategySetting("same", "best_of_n")
+  with pytest.raises(ValueError, match="unique"):
+    sweep.plan_units([s, s], [2], [0], 2, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+  root = tmp_path_factory.mktemp("models")
+  config = TransformerConfig(vocab_size=testbed.tokenizer().vocab_size, **TINY)
+  checkpoints.export_model(str(root / "policy"), init_params(config, jax.random.PRNGKey(0)), config)
+  prm = PrmConfig(config, head_hidden=8)
+  checkpoints.export_model(str(root / "prm"), init_prm_params(prm, jax.random.PRNGKey(1)), prm)
+  return root
+
+
+def tiny_sweep_config(models):
+  c = sweep_config.get_config()
+  c.policy_dir, c.prm_dir = str(models / "policy"), str(models / "prm")
+  c.problems_per_level = 1
+  c.problems_per_batch = 5
+  c.budgets = (2, 4)
+  c.caps = dict(max_prompt_tokens=32, max_step_tokens=8, max_solution_tokens=24, max_steps=4,
+                max_rounds=3)
+  c.strategies = [dict(name="best_of_n", max_budget_only=True),
+                  dict(name="beam", beam_width=2, label="beam_m2")]
+  return c
+
+
+def read(path):
+  return {r["key"]: r for r in sweep.read_results(str(path))}
+
+
+def test_a_killed_sweep_resumes_without_losing_or_duplicating(tiny_models, tmp_path):
+  config = tiny_sweep_config(tiny_models)
+  full = testbed.run_search_sweep(config, str(tmp_path / "full"))
+  assert full["units_run"] == full["units_total"] == 6
+  expected = read(tmp_path / "full" / "results.jsonl")
+  assert len(expected) == 30  # 10 problems x (beam at 2 and 4, best-of-N at 4)
+  record = expected["beam_m2|4|0|test-L3-0"]
+  assert len(record["answers"]) == 4 and record["generation_budget"] == 4
+  assert record["flops"]["total_flops"] > record["flops"]["policy_flops"] > 0
+
+  part = tmp_path / "part"
+  testbed.run_search_sweep(config, str(part), stop_after_units=2)
+  with open(part / "results.jsonl", "a") as f:
+    f.write('{"key": "beam_m2|4|0|test-L1-0", "uid": ')  # the kill cut a line
+  resumed = testbed.run_search_sweep(config, str(part))
+  assert resumed["units_run"] == 4 and resumed["units_skipped"] == 2
+  lines = (part / "results.jsonl").read_text().splitlines()
+  assert len(lines) == 30 and len({json.loads(line)["key"] for line in lines}) == 30
+  assert read(part / "results.jsonl") == expected
+
+
+def test_a_sweep_workdir_refuses_other_models(tiny_models, tmp_path):
+  config = tiny_sweep_config(tiny_models)
+  config.budgets = (2,)
+  config.strategies = [dict(name="beam", beam_width=2, label="beam_m2")]
+  testbed.run_search_sweep(config, str(tmp_path), stop_after_units=0)
+  config.temperature = 0.5
+  with pytest.raises(ValueError, match="another config"):
+    testbed.run_search_sweep(config, str(tmp_path))

@@ -1,0 +1,57 @@
+"""Device meshes and shardings for search.
+
+Problems are independent, so a search shards them over a "data" axis; rows of one
+problem never leave their device (every fork gathers within a problem). Parameters
+are replicated, or, for models that do not fit one device, split over a "model"
+axis: each weight matrix is cut along its largest dimension that the axis divides
+(GSPMD inserts the collectives), and anything smaller stays replicated.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+
+
+def make_mesh(data: int | None = None, model: int = 1, devices=None) -> Mesh:
+  """A (data, model) mesh over the first data * model devices (data: all that remain)."""
+  devices = list(devices if devices is not None else jax.devices())
+  if model < 1 or len(devices) % model:
+    raise ValueError(f"model={model} must divide the {len(devices)} devices.")
+  data = data or len(devices) // model
+  if data < 1 or data * model > len(devices):
+    raise ValueError(f"A {data} x {model} mesh needs {data * model} devices; "
+                     f"{len(devices)} are available.")
+  return Mesh(np.array(devices[:data * model]).reshape(data, model), (DATA_AXIS, MODEL_AXIS))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (problem) dimension over the data axis, the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def param_sharding(x, mesh: Mesh) -> NamedSharding:
+  """A weight's sharding: its largest dimension the model axis divides, else replicated."""
+  model = mesh.shape.get(MODEL_AXIS, 1)
+  spec = [None] * np.ndim(x)
+  if model > 1 and np.ndim(x) >= 2:
+    for dim in sorted(range(np.ndim(x)), key=lambda d: -np.shape(x)[d]):
+      if np.shape(x)[dim] % model == 0:
+        spec[dim] = MODEL_AXIS
+        break
+  return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def shard_params(params, mesh: Mesh):
+  """Places a parameter tree on the mesh (see `param_sharding`)."""
+  return jax.tree.map(lambda x: jax.device_put(x, param_sharding(x, mesh)), params)
+
+
+def shard_batch(tree, mesh: Mesh):
+  """Places every leaf of a batch pytree with its leading dimension over the data axis."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)

@@ -1,0 +1,220 @@
+"""The resumable sweep: strategies x hyperparameters x budgets x seeds over a problem set.
+
+A sweep is a list of units, one per (strategy setting, budget, seed, batch of
+problems). Each finished unit appends one JSON line per problem to `results.jsonl`
+and flushes, so a run killed at any moment loses at most the unit under way; on
+restart, problems already recorded are skipped (a line cut by the kill is dropped
+first). A line holds everything the analysis needs later: the candidates' answers,
+correctness, per-step scores, and the compute record with FLOPs.
+
+Beam widths of "sqrt" take M = 2 ** floor(log2(N) / 2), the largest power of two not
+above sqrt(N), which always divides a power-of-two budget (N = 8 gives M = 2).
+Settings that do not fit a budget (M > N) are skipped, as in the paper, whose beam
+sweeps start at N = 4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import numpy as np
+
+from ttcjax import compute
+from ttcjax.sampling import Sampler
+from ttcjax.search.runner import SearchRunner
+
+
+@dataclasses.dataclass(frozen=True)
+class StrategySetting:
+  """One strategy with fixed hyperparameters, e.g. beam with M = 4.
+
+  Attributes:
+    label: unique name in results ("beam_m4", "lookahead_msqrt_k3", ...).
+    name: the registered strategy.
+    hyper: hyperparameters; beam_width may be "sqrt".
+    max_budget_only: run at the sweep's largest budget only (best-of-N: smaller
+      budgets are read from its samples by drawing subsets).
+  """
+
+  label: str
+  name: str
+  hyper: tuple[tuple[str, Any], ...] = ()
+  max_budget_only: bool = False
+
+  @classmethod
+  def from_dict(cls, spec: dict) -> "StrategySetting":
+    """From {"name": ..., "label": optional, "max_budget_only": optional, **hyper}."""
+    spec = dict(spec)
+    if "name" not in spec:
+      raise ValueError(f"A strategy setting needs a 'name', got {spec}.")
+    name = spec.pop("name")
+    max_only = bool(spec.pop("max_budget_only", False))
+    label = spec.pop("label", None) or "_".join(
+        [name] + [f"{k}{v}" for k, v in sorted(spec.items())])
+    return cls(label=label, name=name, hyper=tuple(sorted(spec.items())),
+               max_budget_only=max_only)
+
+  def resolve(self, budget: int) -> dict | None:
+    """The hyperparameters at budget N, or None when the setting does not fit N."""
+    hyper = dict(self.hyper)
+    if hyper.get("beam_width") == "sqrt":
+      hyper["beam_width"] = 2 ** int(math.floor(math.log2(budget) / 2))
+    width = hyper.get("beam_width")
+    if width is not None and (width > budget or budget % width):
+      return None
+    return hyper
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+  setting: StrategySetting
+  budget: int
+  seed: int
+  problem_indices: tuple[int, ...]
+
+
+def record_key(label: str, budget: int, seed: int, uid: str) -> str:
+  return f"{label}|{budget}|{seed}|{uid}"
+
+
+def plan_units(settings: Sequence[StrategySetting], budgets: Sequence[int], seeds: Sequence[int],
+               num_problems: int, problems_per_batch: int) -> list[Unit]:
+  """Every unit of a sweep, cheapest budgets first (so early results span strategies)."""
+  if not settings or not budgets or not seeds:
+    raise ValueError("A sweep needs at least one strategy, budget and seed.")
+  if num_problems <= 0 or problems_per_batch <= 0:
+    raise ValueError(f"Need positive problem counts, got {num_problems}, {problems_per_batch}.")
+  labels = [s.label for s in settings]
+  if len(set(labels)) != len(labels):
+    raise ValueError(f"Strategy labels must be unique, got {labels}.")
+  if min(budgets) < 1:
+    raise ValueError(f"Budgets must be positive, got {sorted(budgets)}.")
+  units = []
+  for budget in sorted(budgets):
+    for setting in settings:
+      if setting.resolve(budget) is None or (setting.max_budget_only and budget != max(budgets)):
+        continue
+      for seed in seeds:
+        for start in range(0, num_problems, problems_per_batch):
+          indices = tuple(range(start, min(start + problems_per_batch, num_problems)))
+          units.append(Unit(setting, budget, seed, indices))
+  return units
+
+
+def drop_partial_line(path: str) -> None:
+  """Truncates a JSON-lines file after its last complete line."""
+  if not os.path.exists(path):
+    return
+  with open(path, "rb") as f:
+    data = f.read()
+  keep = data.rfind(b"\n") + 1
+  if keep != len(data):
+    with open(path, "wb") as f:
+      f.write(data[:keep])
+
+
+def done_keys(path: str) -> set[str]:
+  if not os.path.exists(path):
+    return set()
+  with open(path) as f:
+    return {json.loads(line)["key"] for line in f if line.strip()}
+
+
+def read_results(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    raise ValueError(f"No sweep results at {path}; run experiments.search first.")
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _records(unit: Unit, hyper: dict, result, problems: Sequence[Any], correct_answers: Sequence,
+             policy_cost: compute.ModelCost, prm_cost: compute.ModelCost) -> list[dict]:
+  flops = compute.search_flops(result.compute, policy_cost, prm_cost)
+  out = []
+  for i, problem in enumerate(problems):
+    mask = result.step_mask[i]
+    out.append({
+        "key": record_key(unit.setting.label, unit.budget, unit.seed, problem.uid),
+        "uid": problem.uid, "level": getattr(problem, "level", None),
+        "strategy": unit.setting.label, "name": unit.setting.name, "hyper": hyper,
+        "budget": unit.budget, "seed": unit.seed,
+        "generation_budget": compute.generation_budget(unit.budget,
+                                                       hyper.get("lookahead_steps", 0)),
+        "answers": result.answers[i], "correct_answer": correct_answers[i],
+        "correct": [a is not None and a == correct_answers[i] for a in result.answers[i]],
+        "step_scores": [[round(float(s), 5) for s in row[m]]
+                        for row, m in zip(result.step_scores[i], mask)],
+        "finished": result.finished[i].tolist(),
+        "lengths": result.lengths[i].tolist(),
+        "compute": {k: float(v[i]) for k, v in result.compute.items()},
+        "flops": {k: float(v[i]) for k, v in flops.items()},
+    })
+  return out
+
+
+def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[str],
+              problem_ids: Sequence[int], correct_answers: Sequence, units: Iterable[Unit], path: str, sampler: Sampler,
+              problems_per_batch: int, stop_after_units: int | None = None,
+              progress: Callable[[dict], None] | None = None) -> dict:
+  """Runs every unit not yet in `path`, appending its records.
+
+  Batches shorter than `problems_per_batch` are padded by repeating their last
+  problem, so each (strategy, budget) compiles once; padding rows are not written.
+
+  Args:
+    runner: the models and caps.
+    problems: objects with `uid` (and `level`).
+    prompts: their prompt texts.
+    problem_ids: their stable integer ids (a problem's search depends only on its id).
+    correct_answers: their canonical answers.
+    units: from `plan_units`.
+    path: the JSON-lines results file.
+    sampler: how steps are sampled.
+    problems_per_batch: the batch size units were planned with.
+    stop_after_units: stop after this many units run (for tests of resumption).
+    progress: called after each unit with running totals.
+
+  Returns:
+    {"units_run", "units_skipped", "records_written", "tokens_generated", "wall_s"}.
+  """
+  drop_partial_line(path)
+  done = done_keys(path)
+  policy_cost = compute.ModelCost.of_policy(runner.policy_config)
+  prm_cost = compute.ModelCost.of_prm(runner.prm_config)
+  stats = {"units_run": 0, "units_skipped": 0, "records_written": 0, "tokens_generated": 0.0}
+  start = time.perf_counter()
+  units = list(units)
+  with open(path, "a") as f:
+    for unit in units:
+      todo = [i for i in unit.problem_indices
+              if record_key(unit.setting.label, unit.budget, unit.seed, problems[i].uid) not in done]
+      if not todo:
+        stats["units_skipped"] += 1
+        continue
+      if stop_after_units is not None and stats["units_run"] >= stop_after_units:
+        break
+      hyper = unit.setting.resolve(unit.budget)
+      padded = todo + [todo[-1]] * (problems_per_batch - len(todo))
+      padded += [todo[-1]] * (-len(padded) % runner.data_shards)
+      result = runner.search(unit.setting.name, [prompts[i] for i in padded],
+                             [problem_ids[i] for i in padded],
+                             budget=unit.budget, rng=jax.random.PRNGKey(unit.seed),
+                             sampler=sampler, **hyper)
+      result = result.take(len(todo))
+      for record in _records(unit, hyper, result, [problems[i] for i in todo],
+                             [correct_answers[i] for i in todo], policy_cost, prm_cost):
+        f.write(json.dumps(record) + "\n")
+      f.flush()
+      stats["units_run"] += 1
+      stats["records_written"] += len(todo)
+      stats["tokens_generated"] += float(np.sum(result.compute["policy_generated"]))
+      if progress is not None:
+        progress(dict(stats, units_total=len(units), wall_s=time.perf_counter() - start))
+  stats["wall_s"] = time.perf_counter() - start
+  return stats
