@@ -105,3 +105,22 @@ def test_a_sweep_workdir_refuses_other_models(tiny_models, tmp_path):
   config.temperature = 0.5
   with pytest.raises(ValueError, match="another config"):
     testbed.run_search_sweep(config, str(tmp_path))
+
+
+def test_report_reads_best_of_n_at_every_budget(tiny_models, tmp_path):
+  from ttcjax import compute
+  from ttcjax.search import report
+  config = tiny_sweep_config(tiny_models)
+  testbed.run_search_sweep(config, str(tmp_path))
+  records = sweep.read_results(str(tmp_path / "results.jsonl"))
+  policy = compute.ModelCost.of_policy(testbed.load_policy(config.policy_dir)[0])
+  prm = compute.ModelCost.of_prm(testbed.load_reward_model(config.prm_dir)[0])
+  rows = report.budget_table(records, [1, 2, 4], policy, prm)
+  got = {(r["strategy"], r["budget"]) for r in rows}
+  assert got == {("best_of_n", 1), ("best_of_n", 2), ("best_of_n", 4), ("beam_m2", 2),
+                 ("beam_m2", 4)}
+  bon = {r["budget"]: r for r in rows if r["strategy"] == "best_of_n"}
+  assert bon[1]["mean_flops"] < bon[2]["mean_flops"] < bon[4]["mean_flops"]
+  for r in rows:
+    assert 0.0 <= r["weighted_last"] <= 1.0 and r["problems"] == 10
+  assert "best_of_n" in report.format_table(rows)

@@ -1,0 +1,140 @@
+"""Accuracy against budget from a sweep's records, with FLOPs beside each figure.
+
+Every record holds one problem's candidates for one (strategy, budget, seed); the
+report applies each selection rule to them. Best-of-N runs once at the largest
+budget; its accuracy at a smaller budget n averages `num_draws` random n-subsets of
+its N samples, and its compute at n is the prompt's cost plus n / N of the rest.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ttcjax import compute
+from ttcjax.search import select
+
+# (label, aggregation or None, selection rule)
+SELECTIONS = (
+    ("majority", None, "majority"),
+    ("weighted_last", "last", "weighted"),
+    ("weighted_min", "min", "weighted"),
+    ("weighted_prod", "prod", "weighted"),
+    ("best_last", "last", "best"),
+)
+
+
+def _score_table(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+  """[P, N, S] scores and mask from the records' ragged step-score lists."""
+  p, n = len(records), len(records[0]["step_scores"])
+  s = max(1, max(len(steps) for r in records for steps in r["step_scores"]))
+  scores, mask = np.zeros((p, n, s)), np.zeros((p, n, s), bool)
+  for i, record in enumerate(records):
+    for j, steps in enumerate(record["step_scores"]):
+      scores[i, j, :len(steps)] = steps
+      mask[i, j, :len(steps)] = True
+  return scores, mask
+
+
+def _ids(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+  ids, vocab = select.answer_ids([r["answers"] for r in records])
+  correct = np.array([v.index(r["correct_answer"]) if r["correct_answer"] in v
+                      else select.NO_ANSWER for r, v in zip(records, vocab)])
+  return ids, correct
+
+
+def accuracies(records: Sequence[dict], subset_size: int | None = None,
+               num_draws: int = 16, seed: int = 0) -> dict[str, float]:
+  """Accuracy of every selection rule over the records' problems.
+
+  Args:
+    records: one per problem, same strategy, budget and seed.
+    subset_size: select among random subsets of this many candidates (best-of-n
+      read from a larger run); None uses all candidates.
+    num_draws: subsets averaged per problem.
+  """
+  ids, correct = _ids(records)
+  scores, mask = _score_table(records)
+  size = subset_size or ids.shape[1]
+  out = {}
+  for label, how, rule in SELECTIONS:
+    solution_scores = None if how is None else select.aggregate(scores, mask, how)
+    out[label] = float(select.subset_selection(ids, solution_scores, correct, size, rule,
+                                               num_draws, seed).mean())
+  if subset_size is None:  # pass@N: some candidate is right
+    out["oracle"] = float(np.mean([any(r["correct"]) for r in records]))
+  return out
+
+
+def _subset_flops(record: dict, fraction: float, policy_cost, prm_cost) -> float:
+  c = record["compute"]
+  prompt = c["policy_prefilled"] + 1
+  scaled = {
+      "policy_generated": c["policy_generated"] * fraction,
+      "policy_prefilled": c["policy_prefilled"],
+      "policy_context": c["policy_context"] * fraction,
+      "prm_scored": prompt + (c["prm_scored"] - prompt) * fraction,
+      "prm_context": c["prm_context"] * fraction,
+  }
+  return float(compute.search_flops(scaled, policy_cost, prm_cost)["total_flops"])
+
+
+def budget_table(records: Iterable[dict], budgets: Sequence[int], policy_cost=None,
+                 prm_cost=None, num_draws: int = 16) -> list[dict]:
+  """One row per (strategy, budget, seed) with every rule's accuracy and mean FLOPs.
+
+  Args:
+    records: a sweep's records (`ttcjax.search.sweep.read_results`).
+    budgets: the budgets to report best-of-N at (read from its largest run).
+    policy_cost, prm_cost: `compute.ModelCost`s, needed to scale best-of-N's FLOPs.
+    num_draws: subsets averaged for best-of-N at smaller budgets.
+  """
+  groups = collections.defaultdict(list)
+  for record in records:
+    groups[(record["strategy"], record["budget"], record["seed"])].append(record)
+  rows = []
+  for (label, budget, seed), group in sorted(groups.items()):
+    group.sort(key=lambda r: r["uid"])
+    subsets = [budget]
+    if group[0]["name"] == "best_of_n":
+      subsets = [b for b in budgets if b <= budget]
+    for size in subsets:
+      if size == budget:
+        flops = float(np.mean([r["flops"]["total_flops"] for r in group]))
+        acc = accuracies(group)
+      else:
+        if policy_cost is None or prm_cost is None:
+          raise ValueError("Model costs are needed to report best-of-N below its run budget.")
+        flops = float(np.mean([_subset_flops(r, size / budget, policy_cost, prm_cost)
+                               for r in group]))
+        acc = accuracies(group, subset_size=size, num_draws=num_draws, seed=seed)
+      rows.append({"strategy": label, "budget": size,
+                   "generation_budget": size * group[0]["generation_budget"] // budget,
+                   "seed": seed, "problems": len(group), "mean_flops": flops, **acc})
+  return rows
+
+
+def format_table(rows: Sequence[dict], rule: str = "weighted_last") -> str:
+  """Strategies down, generation budgets across: 'accuracy (GFLOPs per problem)'."""
+  budgets = sorted({r["generation_budget"] for r in rows})
+  cells = collections.defaultdict(list)
+  for r in rows:
+    cells[(r["strategy"], r["generation_budget"])].append(r)
+  strategies = sorted({r["strategy"] for r in rows})
+  width = max(len(s) for s in strategies) + 2
+  lines = [f"accuracy ({rule}) and GFLOPs per problem, by generation budget",
+           " " * width + "".join(f"{b:>16}" for b in budgets)]
+  for s in strategies:
+    line = f"{s:<{width}}"
+    for b in budgets:
+      got = cells.get((s, b))
+      if got:
+        acc = np.mean([r[rule] for r in got])
+        gflops = np.mean([r["mean_flops"] for r in got]) / 1e9
+        line += f"{acc:>8.3f} ({gflops:5.2f})"
+      else:
+        line += f"{'-':>16}"
+    lines.append(line)
+  return "\n".join(lines)
