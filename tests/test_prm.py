@@ -217,3 +217,17 @@ def test_prm_config_rejects_bad_input():
     PrmConfig(tiny, kind="value", num_labels=3)
   with pytest.raises(ValueError, match="kind"):
     PrmConfig(tiny, kind="reward")
+
+
+def test_steps_past_the_table_keep_the_last_score_when_asked():
+  scores = jnp.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
+  ends = jnp.array([[False, True, False, True, False, True]])
+  dropped = gather_step_scores(scores, ends, 2)
+  kept = gather_step_scores(scores, ends, 2, keep_last=True)
+  np.testing.assert_allclose(dropped.scores, [[0.2, 0.4]])
+  np.testing.assert_allclose(kept.scores, [[0.2, 0.6]])
+  assert kept.mask.tolist() == [[True, True]]
+  # Incremental chunks: two steps already scored, the next chunk overflows.
+  later = gather_step_scores(scores[:, :2], ends[:, :2], 2, first_step=jnp.array([2]),
+                             keep_last=True)
+  np.testing.assert_allclose(later.scores, [[0.0, 0.2]])

@@ -80,3 +80,13 @@ def test_flops_count_parameters_and_attention():
   assert compute.generation_budget(16, lookahead_steps=3) == 64
   with pytest.raises(ValueError):
     compute.generation_budget(0)
+
+
+def test_subset_ties_do_not_peek_at_the_other_samples():
+  # Right answer (id 0) in 40% of 10 samples; with two candidates of different
+  # answers majority is a tie, which must go to the first of the pair, not to the
+  # answer that happens to come first among all ten.
+  ids = np.array([[0, 1, 2, 0, 3, 0, 4, 1, 0, 2]] * 200)
+  acc = select.subset_selection(ids, None, np.zeros(200, int), 1, "majority", 50, seed=0).mean()
+  pair = select.subset_selection(ids, None, np.zeros(200, int), 2, "majority", 50, seed=0).mean()
+  assert acc == pytest.approx(0.4, abs=0.03) and pair == pytest.approx(0.4, abs=0.03)

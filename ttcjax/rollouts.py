@@ -119,7 +119,9 @@ class SolutionScorer:
   def __init__(self, config: PrmConfig, tokenizer: Tokenizer, *, max_length: int, max_steps: int):
     self.config, self.tokenizer = config, tokenizer
     self.max_length, self.max_steps = max_length, max_steps
-    self._run = jax.jit(functools.partial(score_steps, config=config, max_steps=max_steps))
+    # Steps past S share the last column, which keeps the final step's score.
+    self._run = jax.jit(functools.partial(score_steps, config=config, max_steps=max_steps,
+                                          keep_last=True))
 
   def score(self, params, prompts: Sequence[str], step_tokens: np.ndarray, step_end: np.ndarray,
             lengths: np.ndarray):

@@ -164,7 +164,8 @@ class StepScores(NamedTuple):
 
 
 def gather_step_scores(scores: jax.Array, step_end: jax.Array, max_steps: int,
-                       first_step: jax.Array | None = None) -> StepScores:
+                       first_step: jax.Array | None = None,
+                       keep_last: bool = False) -> StepScores:
   """Collects the scores at step-ending positions into a [B, S] table.
 
   Args:
@@ -173,6 +174,8 @@ def gather_step_scores(scores: jax.Array, step_end: jax.Array, max_steps: int,
     max_steps: S, the table's width; steps past it are dropped.
     first_step: [B] int32 index of the first step ending in this chunk (for
       incremental scoring, the number of steps already scored); default 0.
+    keep_last: when a row has more than S steps, put its last step's score in
+      column S-1 (so "last"-step aggregation still reads the final step).
 
   Returns:
     `StepScores` with step i of row b at column first_step[b] + i.
@@ -187,11 +190,19 @@ def gather_step_scores(scores: jax.Array, step_end: jax.Array, max_steps: int,
   rows = jnp.arange(batch)[:, None]
   table = jnp.zeros((batch, max_steps), jnp.float32).at[rows, column].set(scores, mode="drop")
   mask = jnp.zeros((batch, max_steps), bool).at[rows, column].set(True, mode="drop")
+  if keep_last:
+    positions = jnp.arange(scores.shape[1])[None, :]
+    last_end = jnp.max(jnp.where(step_end, positions, -1), axis=1)
+    overflow = (last_end >= 0) & (step_index[:, -1] >= max_steps)
+    last_score = jnp.take_along_axis(scores, jnp.maximum(last_end, 0)[:, None], axis=1)[:, 0]
+    table = table.at[:, -1].set(jnp.where(overflow, last_score, table[:, -1]))
+    mask = mask.at[:, -1].set(mask[:, -1] | overflow)
   return StepScores(table, mask)
 
 
 def score_steps(params, config: PrmConfig, tokens: jax.Array, step_end: jax.Array,
-                max_steps: int, lengths: jax.Array | None = None) -> StepScores:
+                max_steps: int, lengths: jax.Array | None = None,
+                keep_last: bool = False) -> StepScores:
   """Scores every step of whole sequences in one forward pass.
 
   Args:
@@ -201,6 +212,7 @@ def score_steps(params, config: PrmConfig, tokens: jax.Array, step_end: jax.Arra
     step_end: [B, T] bool, True at the positions whose score rates a step.
     max_steps: S.
     lengths: [B] valid tokens per row (default T); step ends past it are ignored.
+    keep_last: see `gather_step_scores`.
 
   Returns:
     `StepScores` ([B, S] scores and mask).
@@ -208,4 +220,4 @@ def score_steps(params, config: PrmConfig, tokens: jax.Array, step_end: jax.Arra
   scores, _ = token_scores(params, config, tokens, num_new=lengths)
   if lengths is not None:
     step_end = step_end & (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None])
-  return gather_step_scores(scores, step_end, max_steps)
+  return gather_step_scores(scores, step_end, max_steps, keep_last=keep_last)

@@ -59,7 +59,8 @@ class SearchSettings:
     delimiter: the step-end automaton (a pytree of arrays; not static).
     max_step_tokens: W, a step reaching this many tokens is ended there.
     max_solution_tokens: T, a solution reaching this many tokens is finished.
-    max_steps: S, columns of the step-score table (steps past it are not scored).
+    max_steps: S, columns of the step-score table; a solution with more steps keeps
+      its last step's score in column S-1 (the steps in between are not kept).
     max_rounds: step-level searches stop after this many rounds (the paper: 40).
   """
 
@@ -75,6 +76,9 @@ class SearchSettings:
     for name in ("max_step_tokens", "max_solution_tokens", "max_steps", "max_rounds"):
       if getattr(self, name) <= 0:
         raise ValueError(f"SearchSettings.{name} must be positive, got {getattr(self, name)}.")
+    if self.max_step_tokens > self.max_solution_tokens:
+      raise ValueError(f"max_step_tokens ({self.max_step_tokens}) cannot exceed "
+                       f"max_solution_tokens ({self.max_solution_tokens}).")
     return self
 
 
@@ -136,9 +140,9 @@ class Frontier:
   Attributes:
     policy: the policy's decode state (its cache holds every token but the pending one).
     prm_cache: the PRM's cache, holding every token scored so far.
-    tokens: [R, T + W] the solution so far (W of slack so a step can be written
-      at any offset below T without clipping).
-    step_end: [R, T + W] bool.
+    tokens: [R, 2T] the solution so far (T of slack so a chunk of up to T tokens
+      can be written at any offset below T without clipping).
+    step_end: [R, 2T] bool.
     lengths: [R] solution tokens so far.
     step_scores: [R, S].
     num_steps: [R] steps so far.

@@ -76,7 +76,7 @@ def init_frontier(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
       prm_context=_context_sum(jnp.zeros_like(lengths), lengths))
   keys = row_keys(rng, batch.problem_ids, num_rows)
   rows = num_problems * num_rows
-  buffer = settings.max_solution_tokens + settings.max_step_tokens
+  buffer = 2 * settings.max_solution_tokens  # room for a T-wide write at any offset below T
   return Frontier(
       policy=state.repeat(num_rows).with_keys(keys),
       prm_cache=_repeat_rows(prm_cache, num_rows),
@@ -117,7 +117,8 @@ def expand(frontier: Frontier, policy_fn: DecodeFn, policy_params, prm_fn: PrmFn
   new = out.lengths
   # The PRM holds every token, the policy all but its pending one.
   scores, prm_cache = prm_fn(prm_params, out.tokens, frontier.prm_cache, new)
-  table = gather_step_scores(scores, out.step_end, settings.max_steps, first_step=frontier.num_steps)
+  table = gather_step_scores(scores, out.step_end, settings.max_steps, first_step=frontier.num_steps,
+                             keep_last=True)
   newest = jnp.take_along_axis(scores, jnp.maximum(new - 1, 0)[:, None], axis=1)[:, 0]
   b = frontier.compute.policy_generated.shape[0]
   spent = ComputeRecord(
@@ -186,6 +187,7 @@ def top_counts(values: jax.Array, open_rows: jax.Array, children_per_parent: int
     [G, K] int32 children per row.
   """
   num_open = open_rows.sum(axis=1, keepdims=True)
+  values = jnp.nan_to_num(values, nan=-1e30, posinf=1e30, neginf=-1e30)  # open rows rank first
   order = jnp.argsort(jnp.where(open_rows, -values, jnp.inf), axis=1, stable=True)
   ranks = jnp.argsort(order, axis=1, stable=True)
   counts = jnp.clip(num_open - ranks * children_per_parent, 0, children_per_parent)
@@ -247,6 +249,9 @@ def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
     lookahead_steps: k > 0 values each new step by a greedy k-step rollout.
   """
   num_problems = frontier.compute.policy_generated.shape[0]
+  per_problem = frontier.num_rows // num_problems
+  if group_size < 1 or per_problem % group_size:
+    raise ValueError(f"group_size {group_size} must divide the {per_problem} rows per problem.")
 
   def cond(carry):
     round_index, fr = carry
@@ -261,7 +266,7 @@ def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
                                        settings, lookahead_steps)
       # The paper scores the step with the value at the end of its rollout.
       column = jnp.clip(fr.num_steps - 1, 0, settings.max_steps - 1)
-      keep = (fr.num_steps > 0) & (fr.num_steps <= settings.max_steps)
+      keep = fr.num_steps > 0
       rows = jnp.arange(fr.num_rows)
       fr = fr.replace(step_scores=fr.step_scores.at[rows, column].set(
           jnp.where(keep, values, fr.step_scores[rows, column])), compute=fr.compute + spent)

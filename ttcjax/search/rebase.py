@@ -21,6 +21,7 @@ from ttcjax.search.base import PrmFn, SearchBatch, SearchOutput, SearchSettings
 
 def balanced_counts(values: jax.Array, open_rows: jax.Array, temperature: float) -> jax.Array:
   """Children per row [G, K] proportional to softmax(values / temperature) over open rows."""
+  values = jnp.nan_to_num(values, nan=-1e30, posinf=1e30, neginf=-1e30)
   logits = jnp.where(open_rows, values / temperature, -jnp.inf)
   probs = jax.nn.softmax(logits, axis=1)
   probs = jnp.where(open_rows, probs, 0.0)  # a group with no open row gives NaNs

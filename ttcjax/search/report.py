@@ -63,20 +63,36 @@ def accuracies(records: Sequence[dict], subset_size: int | None = None,
     solution_scores = None if how is None else select.aggregate(scores, mask, how)
     out[label] = float(select.subset_selection(ids, solution_scores, correct, size, rule,
                                                num_draws, seed).mean())
-  if subset_size is None:  # pass@N: some candidate is right
-    out["oracle"] = float(np.mean([any(r["correct"]) for r in records]))
+  # pass@n: some candidate (of a random n-subset) is right.
+  out["oracle"] = _pass_at(records, size, num_draws, seed)
   return out
+
+
+def _pass_at(records: Sequence[dict], size: int, num_draws: int, seed: int) -> float:
+  """Probability that a random `size`-subset of a problem's candidates holds a right one."""
+  correct = np.array([r["correct"] for r in records], bool)
+  rng = np.random.default_rng(seed)
+  draws = 1 if size == correct.shape[1] else num_draws
+  hits = 0.0
+  for _ in range(draws):
+    pick = np.argsort(rng.random(correct.shape), axis=1)[:, :size]
+    hits += np.take_along_axis(correct, pick, axis=1).any(axis=1).mean()
+  return float(hits / draws)
 
 
 def _subset_flops(record: dict, fraction: float, policy_cost, prm_cost) -> float:
   c = record["compute"]
   prompt = c["policy_prefilled"] + 1
+  # The prompt's share (run once per problem) stays; the samples' share scales.
+  policy_prompt_context = (prompt - 1) * prompt / 2
+  prm_prompt_context = prompt * (prompt + 1) / 2
   scaled = {
       "policy_generated": c["policy_generated"] * fraction,
       "policy_prefilled": c["policy_prefilled"],
-      "policy_context": c["policy_context"] * fraction,
+      "policy_context": (policy_prompt_context
+                         + (c["policy_context"] - policy_prompt_context) * fraction),
       "prm_scored": prompt + (c["prm_scored"] - prompt) * fraction,
-      "prm_context": c["prm_context"] * fraction,
+      "prm_context": prm_prompt_context + (c["prm_context"] - prm_prompt_context) * fraction,
   }
   return float(compute.search_flops(scaled, policy_cost, prm_cost)["total_flops"])
 

@@ -80,8 +80,10 @@ def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.
     scores: [P, N] solution scores (a PRM's aggregate, or an ORM's score); unused
       by "majority".
     rule: "majority" (most frequent answer), "best" (the answer of the best-scored
-      candidate) or "weighted" (the answer whose candidates' scores sum highest,
-      the paper's best-of-N weighted). Ties go to the answer seen first.
+      candidate; ties to the earlier candidate) or "weighted" (the answer whose
+      candidates' scores sum highest, the paper's best-of-N weighted). Majority and
+      weighted ties go to the lowest id (`answer_ids` numbers answers in order of
+      first appearance, so: the answer seen first).
   """
   if rule not in SELECTIONS:
     raise ValueError(f"Unknown selection rule {rule!r}; choose one of {SELECTIONS}.")
@@ -102,11 +104,21 @@ def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.
   weights = np.ones(ids.shape) if rule == "majority" else scores
   width = max(int(ids.max()) + 1, 1)
   totals = np.zeros((ids.shape[0], width))
+  present = np.zeros((ids.shape[0], width), bool)
   rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
-  np.add.at(totals, (rows[valid.ravel()], ids.ravel()[valid.ravel()]), weights.ravel()[valid.ravel()])
+  flat = (rows[valid.ravel()], ids.ravel()[valid.ravel()])
+  np.add.at(totals, flat, weights.ravel()[valid.ravel()])
+  present[flat] = True
+  totals = np.where(present, totals, -np.inf)  # an answer no candidate gave is never chosen
   # Answer ids are numbered in order of first appearance, so argmax's first-max
   # tie-break picks the answer seen first.
   return np.where(valid.any(axis=1), np.argmax(totals, axis=1), NO_ANSWER)
+
+
+def _first_position(ids: np.ndarray) -> np.ndarray:
+  """[P, n]: for each entry, the index of the first entry of its row with the same id."""
+  same = ids[:, :, None] == ids[:, None, :]  # [P, n, n]
+  return np.argmax(same, axis=2)
 
 
 def subset_selection(ids: np.ndarray, scores: np.ndarray | None, correct_ids: np.ndarray,
@@ -140,7 +152,14 @@ def subset_selection(ids: np.ndarray, scores: np.ndarray | None, correct_ids: np
   rows = np.arange(num_problems)[:, None]
   for _ in range(num_draws):
     pick = np.argsort(rng.random((num_problems, n_total)), axis=1)[:, :subset_size]
+    sub_ids = ids[rows, pick]
     sub_scores = None if scores is None else np.asarray(scores)[rows, pick]
-    chosen = select_answers(ids[rows, pick], sub_scores, rule)
+    # Renumber each subset's answers by first appearance within the subset, so ties
+    # are broken by the (random) subset order, not by what the other samples said.
+    first = _first_position(sub_ids)
+    local = np.where(sub_ids == NO_ANSWER, NO_ANSWER, first)
+    chosen_local = select_answers(local, sub_scores, rule)
+    chosen = np.where(chosen_local == NO_ANSWER, NO_ANSWER,
+                      sub_ids[np.arange(num_problems), np.maximum(chosen_local, 0)])
     hits += (chosen == correct_ids) & (correct_ids != NO_ANSWER)
   return hits / num_draws

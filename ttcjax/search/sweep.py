@@ -95,6 +95,8 @@ def plan_units(settings: Sequence[StrategySetting], budgets: Sequence[int], seed
     raise ValueError(f"Strategy labels must be unique, got {labels}.")
   if min(budgets) < 1:
     raise ValueError(f"Budgets must be positive, got {sorted(budgets)}.")
+  if len(set(budgets)) != len(budgets) or len(set(seeds)) != len(seeds):
+    raise ValueError(f"Budgets and seeds must not repeat, got {list(budgets)} and {list(seeds)}.")
   units = []
   for budget in sorted(budgets):
     for setting in settings:

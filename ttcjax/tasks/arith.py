@@ -86,7 +86,7 @@ class Problem:
   """One question.
 
   Attributes:
-    uid: "<split>-<index>", stable across runs.
+    uid: "<split>-L<level>-<index>", stable across runs.
     level: the difficulty level it was drawn at.
     start: the start value.
     ops: the operations, each (operator, operand) with operator in "+-*".
