@@ -224,11 +224,11 @@ def test_stages_end_to_end_on_tiny_configs(tmp_path):
   summary = pipeline.run(labels, str(tmp_path / "labels"))
   assert summary["problems"] == 4 and summary["rollout_tokens_per_s_this_call"] > 0
   records = mc_labels.read_labels(str(tmp_path / "labels" / "labels.jsonl"))
-  if not any(r["samples"] for r in records):  # an untrained policy rarely ends a solution
-    records[0]["samples"] = [{"steps": ["1+1=2\n\n", "Answer: 2"], "labels": [0.5, 1.0],
-                              "correct": True, "text": ""}]
-    records[1]["samples"] = [{"steps": ["Answer: 3"], "labels": [0.0], "correct": False,
-                              "text": ""}]
+  fillers = [[{"steps": ["1+1=2\n\n", "Answer: 2"], "labels": [0.5, 1.0], "correct": True,
+               "text": ""}],
+             [{"steps": ["Answer: 3"], "labels": [0.0], "correct": False, "text": ""}]]
+  for i, record in enumerate(records):  # an untrained policy rarely ends a solution
+    record["samples"] = record["samples"] or fillers[i % 2]
   path = tmp_path / "fixed.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in records))
   for stage in ("prm", "orm"):

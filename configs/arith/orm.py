@@ -11,4 +11,4 @@ from configs.arith import common
 
 def get_config():
   return common.reward_config("orm", policy_dir="checkpoints/arith/policy_small",
-                              labels_path="runs/mc_labels/labels.jsonl", steps=2000)
+                              labels_path="runs/mc_labels/labels.jsonl", steps=1200)

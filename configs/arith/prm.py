@@ -12,4 +12,4 @@ from configs.arith import common
 
 def get_config():
   return common.reward_config("prm", policy_dir="checkpoints/arith/policy_small",
-                              labels_path="runs/mc_labels/labels.jsonl", steps=2000)
+                              labels_path="runs/mc_labels/labels.jsonl", steps=1200)

@@ -194,18 +194,29 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
   def encode(examples):
     return reward_models.encode_reward_batch(
         tokenizer, [e[1] for e in examples], [e[2] for e in examples],
-        [e[3] for e in examples], d.max_length, outcome_only=outcome)
+        [e[3] for e in examples], d.max_length, outcome_only=outcome,
+        pad_to_multiple=_PAD_MULTIPLE)
 
   per_epoch = max(1, len(train_ex) // d.batch_size)
+  sizes = np.array([len(e[1]) + sum(len(step) for step in e[2]) for e in train_ex])
+
+  @functools.lru_cache(maxsize=2)
+  def epoch_order(epoch: int) -> np.ndarray:
+    # Shuffle, then sort each run of eight batches by length: batches of similar
+    # lengths pad less (as for SFT).
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ex))
+    span = _LENGTH_GROUP * d.batch_size
+    return np.concatenate([chunk[np.argsort(sizes[chunk], kind="stable")]
+                           for chunk in np.array_split(order, range(span, len(order), span))])
 
   def batch_fn(step: int):
     epoch, index = divmod(step, per_epoch)
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ex))
-    chosen = order[index * d.batch_size:(index + 1) * d.batch_size]
+    chosen = epoch_order(epoch)[index * d.batch_size:(index + 1) * d.batch_size]
     return encode([train_ex[i] for i in chosen])
 
   loss_fn = reward_models.reward_loss(prm_config)
   eval_loss = jax.jit(loss_fn)
+  eval_ex.sort(key=lambda e: len(e[1]) + sum(len(step) for step in e[2]))
   eval_batches = [encode(eval_ex[i:i + d.batch_size]) for i in range(0, len(eval_ex), d.batch_size)]
 
   def eval_fn(params):

@@ -28,7 +28,8 @@ _EPS = 1e-6
 
 def encode_reward_batch(tokenizer: Tokenizer, prompts: Sequence[str],
                         steps: Sequence[Sequence[str]], labels: Sequence[Sequence[float]],
-                        max_length: int, outcome_only: bool = False) -> dict[str, np.ndarray]:
+                        max_length: int, outcome_only: bool = False,
+                        pad_to_multiple: int | None = None) -> dict[str, np.ndarray]:
   """Tokenises labelled solutions.
 
   Args:
@@ -37,8 +38,10 @@ def encode_reward_batch(tokenizer: Tokenizer, prompts: Sequence[str],
     steps: B lists of step texts (each step includes its delimiter, the last its
       final text; concatenated they give the solution).
     labels: B lists of per-step targets in [0, 1].
-    max_length: L.
+    max_length: the longest allowed sequence and, without `pad_to_multiple`, L.
     outcome_only: label only the final step (ORM).
+    pad_to_multiple: pad only to the batch's longest sequence rounded up to this
+      multiple (as `sft.encode_sft_batch`).
 
   Returns:
     {"tokens": [B, L] int32, "lengths": [B] int32, "label_mask": [B, L] float32,
@@ -49,10 +52,7 @@ def encode_reward_batch(tokenizer: Tokenizer, prompts: Sequence[str],
     raise ValueError(
         f"Need the same positive number of prompts, step lists and label lists, got "
         f"{len(prompts)}, {len(steps)}, {len(labels)}.")
-  tokens = np.full((batch, max_length), tokenizer.pad_id, np.int32)
-  label_mask = np.zeros((batch, max_length), np.float32)
-  targets = np.zeros((batch, max_length), np.float32)
-  lengths = np.zeros((batch,), np.int32)
+  encoded = []
   for i in range(batch):
     if len(steps[i]) != len(labels[i]):
       raise ValueError(f"Example {i} has {len(steps[i])} steps but {len(labels[i])} labels.")
@@ -65,6 +65,15 @@ def encode_reward_batch(tokenizer: Tokenizer, prompts: Sequence[str],
       ends.append(len(ids) - 1)
     if len(ids) > max_length:
       raise ValueError(f"A sequence of {len(ids)} tokens exceeds max_length={max_length}.")
+    encoded.append((ids, ends))
+  if pad_to_multiple:
+    longest = max(len(ids) for ids, _ in encoded)
+    max_length = min(max_length, -(-longest // pad_to_multiple) * pad_to_multiple)
+  tokens = np.full((batch, max_length), tokenizer.pad_id, np.int32)
+  label_mask = np.zeros((batch, max_length), np.float32)
+  targets = np.zeros((batch, max_length), np.float32)
+  lengths = np.zeros((batch,), np.int32)
+  for i, (ids, ends) in enumerate(encoded):
     tokens[i, :len(ids)] = ids
     lengths[i] = len(ids)
     chosen = list(zip(ends, labels[i]))[-1:] if outcome_only else zip(ends, labels[i])
