@@ -1,6 +1,6 @@
 """ttcjax: composable, batched test-time search and compute-optimal scaling in JAX."""
 
-from ttcjax import models
+from ttcjax import allocation, compute, difficulty, metrics, models, parallel, search
 from ttcjax.models import (CharTokenizer, HFTokenizer, KVCache, PrmConfig, StepScores,
                            Tokenizer, TransformerConfig, forward, gather_step_scores,
                            get_config, init_params, init_prm_params, score_steps,
@@ -12,6 +12,7 @@ from ttcjax.sampling import (DecodeFn, DecodeState, SampleOutput, Sampler, StepD
 __version__ = "0.1.0"
 
 __all__ = [
+    "allocation", "compute", "difficulty", "metrics", "parallel", "search",
     "CharTokenizer", "DecodeFn", "DecodeState", "HFTokenizer", "KVCache", "PrmConfig",
     "SampleOutput", "Sampler", "StepDelimiter", "StepScores", "Tokenizer",
     "TransformerConfig", "append_tokens", "forward", "gather_step_scores", "get_config",

@@ -4,6 +4,9 @@ The paper uses 16 samples per question and 16 rollouts per step on real models;
 the testbed uses 4 and 4 on 2000 training questions, which its tiny models learn from.
 
   python -m experiments.mc_labels --config configs/arith/mc_labels.py --workdir runs/mc_labels
+
+Wall time on 2 CPU cores: 19.8 min (2026-11-28; 7992 labelled samples, 2.46M rollout
+and sample tokens at 2071 tokens/s), sharing the cores with the large policy's run.
 """
 
 import ml_collections
