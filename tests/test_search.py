@@ -11,7 +11,7 @@ from tests import search_fakes as fakes
 from ttcjax import compute, search
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import TransformerConfig
-from ttcjax.models.prm import PrmConfig, init_prm_params
+from ttcjax.models.prm import PrmConfig, init_prm_params, score_steps
 from ttcjax.models.transformer import init_params
 from ttcjax.sampling import Sampler, prefill, row_keys, sample_steps, transformer_decode_fn
 from ttcjax.search import frontier
@@ -191,6 +191,24 @@ def test_strategy_contract_on_tiny_transformers(tiny_models, strategy, hyper):
   assert (np.asarray(out.lengths) <= 18).all() and (np.asarray(out.lengths) > 0).all()
   # Every scored step ends inside the solution.
   assert (np.asarray(out.step_mask).sum(-1) == np.asarray(out.step_end).sum(-1)).all()
+  if strategy != "lookahead":  # lookahead stores rollout values by design
+    # The scores read incrementally through forked PRM caches equal a fresh pass
+    # over each final candidate.
+    rows, lengths = [], []
+    ends = np.zeros((8, prompts.shape[1] + 18), bool)
+    tokens = np.zeros((8, prompts.shape[1] + 18), np.int32)
+    for b, plen in enumerate([8, 7]):
+      for n in range(4):
+        r = 4 * b + n
+        g = int(out.lengths[b, n])
+        tokens[r, :plen] = prompts[b, :plen]
+        tokens[r, plen:plen + g] = out.tokens[b, n, :g]
+        ends[r, plen:plen + g] = out.step_end[b, n, :g]
+        lengths.append(plen + g)
+    fresh = score_steps(prm_params, prm_config, jnp.asarray(tokens), jnp.asarray(ends), 6,
+                        jnp.asarray(lengths), keep_last=True)
+    np.testing.assert_allclose(np.asarray(fresh.scores).reshape(2, 4, 6), out.step_scores,
+                               atol=1e-5)
   flops = compute.search_flops(out.compute, compute.ModelCost.of_policy(config),
                                compute.ModelCost.of_prm(prm_config))
   assert (flops["total_flops"] > flops["policy_flops"]).all()
