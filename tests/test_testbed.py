@@ -88,4 +88,4 @@ def test_shipped_checkpoints_keep_their_quality():
   large_config, large_params, _ = testbed.load_policy(testbed.shipped_checkpoint("policy_large"))
   assert large_config.num_params >= 8 * config.num_params
   greedy = testbed.sample_and_grade(large_config, large_params, problems, 1, Sampler.greedy())
-  assert greedy.correct.mean() >= report["pass1"]
+  assert greedy.correct.mean() >= 0.5

@@ -14,6 +14,6 @@ MODEL = dict(hidden_size=256, num_layers=6, num_heads=8, num_kv_heads=8,
 
 
 def get_config():
-  config = common.sft_config(MODEL, steps=2500, learning_rate=1.5e-3)
+  config = common.sft_config(MODEL, steps=2500, learning_rate=3e-3)
   config.export_dtype = "bfloat16"
   return config
