@@ -90,3 +90,16 @@ def test_subset_ties_do_not_peek_at_the_other_samples():
   acc = select.subset_selection(ids, None, np.zeros(200, int), 1, "majority", 50, seed=0).mean()
   pair = select.subset_selection(ids, None, np.zeros(200, int), 2, "majority", 50, seed=0).mean()
   assert acc == pytest.approx(0.4, abs=0.03) and pair == pytest.approx(0.4, abs=0.03)
+
+
+def test_solution_tree_shares_prefixes():
+  from ttcjax.search import tree
+  root = tree.solution_tree(
+      [["1+1=2", "2*3=6", "Answer: 6"], ["1+1=2", "2*3=7", "Answer: 7"], ["1+1=3", "Answer: 3"]],
+      [[0.9, 0.8, 0.8], [0.9, 0.1, 0.1], [0.2, 0.1]])
+  assert root.count == 3 and [c.step for c in root.children] == ["1+1=2", "1+1=3"]
+  assert root.children[0].count == 2 and len(root.children[0].children) == 2
+  text = tree.format_tree(root)
+  assert text.splitlines()[0] == "[0.900] x2  1+1=2"
+  with pytest.raises(ValueError, match="score lists"):
+    tree.solution_tree([["a"]], [])
