@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import numpy as np
 
-from ttcjax import compute
+from ttcjax import compute, jsonlines
 from ttcjax.sampling import Sampler
 from ttcjax.search.runner import SearchRunner
 
@@ -109,18 +109,6 @@ def plan_units(settings: Sequence[StrategySetting], budgets: Sequence[int], seed
   return units
 
 
-def drop_partial_line(path: str) -> None:
-  """Truncates a JSON-lines file after its last complete line."""
-  if not os.path.exists(path):
-    return
-  with open(path, "rb") as f:
-    data = f.read()
-  keep = data.rfind(b"\n") + 1
-  if keep != len(data):
-    with open(path, "wb") as f:
-      f.write(data[:keep])
-
-
 def done_keys(path: str) -> set[str]:
   if not os.path.exists(path):
     return set()
@@ -185,7 +173,7 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
   Returns:
     {"units_run", "units_skipped", "records_written", "tokens_generated", "wall_s"}.
   """
-  drop_partial_line(path)
+  jsonlines.drop_partial_line(path)
   done = done_keys(path)
   policy_cost = compute.ModelCost.of_policy(runner.policy_config)
   prm_cost = compute.ModelCost.of_prm(runner.prm_config)

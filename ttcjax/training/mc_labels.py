@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ttcjax import jsonlines
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.tokenizer import Tokenizer, pad_batch
@@ -200,18 +201,6 @@ def _done_uids(path: str) -> set[str]:
   return done
 
 
-def _drop_partial_line(path: str) -> None:
-  """Truncates a file after its last complete line (a kill can cut the last one)."""
-  if not os.path.exists(path):
-    return
-  with open(path, "rb") as f:
-    data = f.read()
-  keep = data.rfind(b"\n") + 1
-  if keep != len(data):
-    with open(path, "wb") as f:
-      f.write(data[:keep])
-
-
 def label_to_file(labeler: MonteCarloLabeler, problems: Sequence, prompts: Sequence[str],
                   path: str, extra: Callable[[object], dict] | None = None) -> dict:
   """Labels every problem not yet in `path`, appending one JSON line per problem.
@@ -226,7 +215,7 @@ def label_to_file(labeler: MonteCarloLabeler, problems: Sequence, prompts: Seque
   Returns:
     {"problems": labelled this call, "tokens_generated", "wall_s", "tokens_per_s"}.
   """
-  _drop_partial_line(path)
+  jsonlines.drop_partial_line(path)
   done = _done_uids(path)
   todo = [i for i, p in enumerate(problems) if p.uid not in done]
   size = labeler.cfg.problems_per_batch
