@@ -103,3 +103,14 @@ def test_solution_tree_shares_prefixes():
   assert text.splitlines()[0] == "[0.900] x2  1+1=2"
   with pytest.raises(ValueError, match="score lists"):
     tree.solution_tree([["a"]], [])
+
+
+def test_exchange_factor_balances_total_flops():
+  m, r, n, d_pre = 10.0, 0.79, 1e6, 1e9
+  factor = compute.exchange_factor(m, r)
+  small_total = 6 * n * d_pre + 2 * n * (r * d_pre) * factor
+  large_total = 6 * (m * n) * d_pre + 2 * (m * n) * (r * d_pre)
+  assert small_total == pytest.approx(large_total)
+  assert compute.exchange_factor(1.0, 0.16) == 1.0
+  with pytest.raises(ValueError):
+    compute.exchange_factor(0.5, 1.0)

@@ -101,3 +101,17 @@ def generation_budget(budget: int, lookahead_steps: int = 0) -> int:
 def pretraining_flops(config: TransformerConfig, tokens: float) -> float:
   """X = 6 N D, the pretraining FLOPs of the paper's section 7 (N parameters, D tokens)."""
   return 6.0 * config.num_params * float(tokens)
+
+
+def exchange_factor(params_ratio: float, inference_to_pretraining: float) -> float:
+  """How many times more inference FLOPs the small model may spend to match a model
+  `params_ratio` (M) times larger, in total (pretraining + inference) FLOPs.
+
+  With pretraining 6 N D_pretrain and inference 2 N D_inference, equal totals give
+  M + 3 (D_pretrain / D_inference) (M - 1) (Snell et al., section 7), where
+  `inference_to_pretraining` is R = D_inference / D_pretrain.
+  """
+  if params_ratio < 1 or inference_to_pretraining <= 0:
+    raise ValueError(f"Need params_ratio >= 1 and a positive R, got {params_ratio}, "
+                     f"{inference_to_pretraining}.")
+  return params_ratio + 3.0 * (params_ratio - 1.0) / inference_to_pretraining
