@@ -152,21 +152,26 @@ def scripted_policy(tokenizer, prompt_length, script_text):
   return decode
 
 
+def scripted_labeler(script, rollouts, has_answer=None):
+  """A labeller whose policy always writes `script` after PROBLEM's prompt."""
+  tokenizer = testbed.tokenizer()
+  config = TransformerConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL)
+  prompt_length = len(tokenizer.encode(PROBLEM.prompt, add_bos=True))
+  label_config = mc_labels.LabelConfig(samples_per_problem=2, rollouts_per_step=rollouts,
+                                       max_steps=8, max_step_tokens=24,
+                                       max_solution_tokens=64, problems_per_batch=1)
+  return mc_labels.MonteCarloLabeler(
+      config, None, tokenizer, label_config, grade=arith.is_correct,
+      decode_fn=scripted_policy(tokenizer, prompt_length, script), has_answer=has_answer)
+
+
 @pytest.mark.parametrize("script,expected_labels,correct", [
     ("37+15=52\n\n52*3=156\n\n156-28=128\n\nAnswer: 128", [1.0, 1.0, 1.0, 1.0], True),
     # A deterministic policy that slips at step 2 never recovers from any prefix.
     ("37+15=52\n\n52*3=155\n\n155-28=127\n\nAnswer: 127", [0.0, 0.0, 0.0, 0.0], False),
 ])
 def test_mc_labels_are_exact_on_a_deterministic_policy(script, expected_labels, correct):
-  tokenizer = testbed.tokenizer()
-  config = TransformerConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL)
-  prompt_length = len(tokenizer.encode(PROBLEM.prompt, add_bos=True))
-  label_config = mc_labels.LabelConfig(samples_per_problem=2, rollouts_per_step=3,
-                                       max_steps=8, max_step_tokens=24,
-                                       max_solution_tokens=64, problems_per_batch=1)
-  labeler = mc_labels.MonteCarloLabeler(
-      config, None, tokenizer, label_config, grade=arith.is_correct,
-      decode_fn=scripted_policy(tokenizer, prompt_length, script))
+  labeler = scripted_labeler(script, rollouts=3)
   [result] = labeler.label([PROBLEM], [PROBLEM.prompt], [0])
   assert len(result.samples) == 2
   for sample in result.samples:
@@ -178,16 +183,8 @@ def test_mc_labels_are_exact_on_a_deterministic_policy(script, expected_labels, 
 
 
 def test_mc_labels_drop_samples_without_an_answer():
-  tokenizer = testbed.tokenizer()
-  config = TransformerConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL)
-  prompt_length = len(tokenizer.encode(PROBLEM.prompt, add_bos=True))
-  label_config = mc_labels.LabelConfig(samples_per_problem=2, rollouts_per_step=2,
-                                       max_steps=8, max_step_tokens=24,
-                                       max_solution_tokens=64, problems_per_batch=1)
-  labeler = mc_labels.MonteCarloLabeler(
-      config, None, tokenizer, label_config, grade=arith.is_correct,
-      decode_fn=scripted_policy(tokenizer, prompt_length, "37+15=52\n\n52*3=156"),
-      has_answer=lambda text: arith.extract_answer(text) is not None)
+  labeler = scripted_labeler("37+15=52\n\n52*3=156", rollouts=2,
+                             has_answer=lambda text: arith.extract_answer(text) is not None)
   [result] = labeler.label([PROBLEM], [PROBLEM.prompt], [0])
   assert result.samples == []
 

@@ -29,6 +29,8 @@ from ttcjax.models.prm import PrmConfig
 from ttcjax.models.tokenizer import CharTokenizer
 from ttcjax.rollouts import SolutionSampler, SolutionScorer
 from ttcjax.sampling import Sampler
+from ttcjax.search import sweep
+from ttcjax.search.runner import SearchRunner
 from ttcjax.tasks import arith
 from ttcjax.training import checkpoints
 
@@ -257,7 +259,6 @@ def problem_id(problem: arith.Problem) -> int:
 
 def search_runner(policy_dir: str, prm_dir: str, caps: dict, mesh=None):
   """A `SearchRunner` over exported testbed models (the shipped ones by default)."""
-  from ttcjax.search.runner import SearchRunner  # search depends on models only
   policy = load_policy(policy_dir)[:2]
   prm = load_reward_model(prm_dir)[:2]
   return SearchRunner(policy, prm, tokenizer(),
@@ -271,7 +272,6 @@ def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | No
 
   Writes `workdir/results.jsonl` (see `ttcjax.search.sweep`) and returns the run's totals.
   """
-  from ttcjax.search import sweep
   # Results are keyed by (strategy, budget, seed, problem) and a problem's search
   # depends only on its id, so a sweep may be widened in place.
   checkpoints.check_run_config(workdir, config.to_dict(), ignore=(
