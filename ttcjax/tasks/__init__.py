@@ -1,1 +1,1 @@
-"""Tasks: the synthetic arithmetic testbed (and, later, MATH-style data)."""
+"""Tasks: the synthetic arithmetic testbed and its study, and MATH-style data and grading."""
