@@ -16,6 +16,9 @@ the float32 noise the parity tests allow. Norm weights (ones at init) and biases
 (zeros at init) are randomised too, so a mis-mapped norm or bias cannot hide.
 
 bos/eos/pad ids are None so that `generate` never stops early or masks a token.
+
+`save_bpe_tokenizer` trains a tiny tokenizer (byte-level BPE, or SentencePiece-style)
+with a family's special tokens and chat template, for the PRM adapter tests.
 """
 
 from __future__ import annotations
@@ -166,3 +169,64 @@ def save_qwen2_prm(path: str, seed: int = 0, **config_overrides) -> Qwen2Process
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(hf, f, indent=2)
   return prm
+
+
+def save_bpe_tokenizer(path: str, corpus, special_tokens=(), added_tokens=(),
+                       tokenizer_config=None, vocab_size: int = 300,
+                       bos_token: str | None = None, sentencepiece: bool = False) -> int:
+  """Trains a tiny byte-level BPE on `corpus` and saves tokenizer.json (+ config).
+
+  Every whitespace and punctuation character is its own pre-token, so no merge
+  crosses a space, a newline or a "." (Llama 3's and Qwen2's pre-tokenizers split
+  punctuation from words and digits too): text cut at whitespace, punctuation or
+  special tokens tokenizes piece by piece exactly as it does whole, which lets a test
+  compare a layout assembled from token pieces with the official whole-text
+  tokenization.
+
+  Args:
+    path: directory to write into (created).
+    corpus: strings to learn merges from.
+    special_tokens: added special tokens (ids 0, 1, ... in this order).
+    added_tokens: added non-special tokens (e.g. ".\\n\\n", as Llama 3 / Qwen merge it).
+    tokenizer_config: written as tokenizer_config.json (chat_template, eos_token, ...).
+    vocab_size: BPE vocabulary (256 bytes + merges + specials).
+    bos_token: a special token the post-processor prepends, as Llama 2 / Mistral do.
+    sentencepiece: instead, the layout of Llama 2 / Mistral tokenizer.json files:
+      words start with "▁" (text encoded alone gets one too), merges never cross a
+      "▁", and newlines (kept out of the merges) fall back to byte tokens "<0x0A>".
+
+  Returns:
+    The vocabulary size, added tokens included.
+  """
+  from tokenizers import (AddedToken, Regex, Tokenizer, decoders,  # pylint: disable=import-outside-toplevel
+                          models, pre_tokenizers, processors, trainers)
+
+  if sentencepiece:
+    tokenizer = Tokenizer(models.BPE(byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    tokenizer.decoder = decoders.Sequence([
+        decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+        decoders.Strip(" ", 1, 0)])
+    special_tokens = list(special_tokens) + [f"<0x{b:02X}>" for b in range(256)]
+    corpus, alphabet = [text.replace("\n", " ") for text in corpus], []
+  else:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\s"), behavior="isolated"),
+        pre_tokenizers.Punctuation(behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
+                                initial_alphabet=alphabet, show_progress=False)
+  tokenizer.train_from_iterator(list(corpus), trainer)
+  tokenizer.add_tokens([AddedToken(t, normalized=False) for t in added_tokens])
+  if bos_token is not None:
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos_token} $A", special_tokens=[(bos_token, tokenizer.token_to_id(bos_token))])
+  os.makedirs(path, exist_ok=True)
+  tokenizer.save(os.path.join(path, "tokenizer.json"))
+  config = dict(tokenizer_class="PreTrainedTokenizerFast", **(tokenizer_config or {}))
+  with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  return tokenizer.get_vocab_size(with_added_tokens=True)
