@@ -25,6 +25,9 @@ def test_plan_skips_settings_that_do_not_fit_and_runs_best_of_n_once():
   planned = {(u.setting.label, u.budget) for u in units}
   assert ("best_of_n", 8) in planned and ("best_of_n", 4) not in planned
   assert ("beam_m4", 2) not in planned and ("beam_m4", 4) in planned
+  # Lookahead is compared at N (k + 1): with k = 3, N = 4 costs 16 > 8 and is left out.
+  assert ("lookahead_m4_k3", 4) not in planned and ("lookahead_msqrt_k1", 4) in planned
+  assert ("lookahead_msqrt_k1", 8) not in planned
   # sqrt rounds down to a power of two: N = 8 -> M = 2; N = 2 -> M = 1.
   beam_sqrt = next(s for s in settings if s.label == "beam_msqrt")
   assert beam_sqrt.resolve(8)["beam_width"] == 2 and beam_sqrt.resolve(16)["beam_width"] == 4

@@ -108,50 +108,66 @@ def per_bin_choice(table: ResultTable, bins: np.ndarray, budget: int, fit: np.nd
   return choice
 
 
-def score_choice(table: ResultTable, bins: np.ndarray, choice: np.ndarray,
-                 evaluate: np.ndarray) -> tuple[float, float]:
-  """(mean accuracy, mean cost) of applying `choice` [K] to the questions `evaluate`
-  selects; a bin without a choice scores 0 at no cost."""
-  questions = np.nonzero(evaluate)[0]
-  picked = choice[bins[questions]]
-  valid = picked >= 0
-  accuracy = np.where(valid, table.accuracy[np.maximum(picked, 0), questions], 0.0)
-  cost = np.where(valid, table.cost[np.maximum(picked, 0), questions], 0.0)
-  return float(accuracy.mean()), float(cost.mean())
+def cross_validated_outcomes(table: ResultTable, bins: np.ndarray,
+                             fit_fn: Callable[[np.ndarray], np.ndarray], repeats: int = 20,
+                             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Every question's held-out accuracy and cost under two-fold cross-validation.
 
-
-def cross_validate(table: ResultTable, bins: np.ndarray, num_bins: int,
-                   fit_fn: Callable[[np.ndarray], np.ndarray], repeats: int = 20,
-                   seed: int = 0) -> dict[str, float]:
-  """Two-fold cross-validated accuracy and cost of a solver.
+  In each repeat the questions are split at random into halves; the choice fitted on
+  one half is applied to the other, and the other way round, so every question is
+  scored once per repeat by a choice that never saw it.
 
   Args:
-    table, bins, num_bins: the results and the questions' bins.
-    fit_fn: fit mask [P] -> choice [K] (option per bin), fitted only on that mask.
+    table: the results.
+    bins: [P] bin of each question.
+    fit_fn: fit mask [P] -> choice [K] (option per bin, -1 for none), fitted only on
+      that mask.
     repeats: random splits.
+    seed: the splits' seed.
 
   Returns:
-    {"accuracy", "accuracy_low", "accuracy_high", "cost"}: the mean over repeats of
-    the two folds' average, and the 2.5 / 97.5 percentiles over repeats.
+    (accuracy [repeats, P], cost [repeats, P]); a bin without a choice scores 0 at
+    no cost.
   """
   bins = _check_bins(table, bins)
   p = len(table.uids)
   if p < 2:
     raise ValueError("Cross-validation needs at least two questions.")
+  if repeats < 1:
+    raise ValueError(f"repeats must be positive, got {repeats}.")
   rng = np.random.default_rng(seed)
-  accs, costs = [], []
-  for _ in range(repeats):
+  accuracy, cost = np.zeros((repeats, p)), np.zeros((repeats, p))
+  for r in range(repeats):
     half = np.zeros(p, bool)
     half[rng.permutation(p)[:p // 2]] = True
-    fold_acc, fold_cost = [], []
     for fit in (half, ~half):
-      acc, cost = score_choice(table, bins, fit_fn(fit), ~fit)
-      fold_acc.append(acc)
-      fold_cost.append(cost)
-    accs.append(np.mean(fold_acc))
-    costs.append(np.mean(fold_cost))
-  return {"accuracy": float(np.mean(accs)), "accuracy_low": float(np.percentile(accs, 2.5)),
-          "accuracy_high": float(np.percentile(accs, 97.5)), "cost": float(np.mean(costs))}
+      held_out = np.nonzero(~fit)[0]
+      picked = fit_fn(fit)[bins[held_out]]
+      valid = picked >= 0
+      accuracy[r, held_out] = np.where(
+          valid, table.accuracy[np.maximum(picked, 0), held_out], 0.0)
+      cost[r, held_out] = np.where(valid, table.cost[np.maximum(picked, 0), held_out], 0.0)
+  return accuracy, cost
+
+
+def cross_validate(table: ResultTable, bins: np.ndarray,
+                   fit_fn: Callable[[np.ndarray], np.ndarray], repeats: int = 20,
+                   seed: int = 0) -> dict[str, float]:
+  """Two-fold cross-validated accuracy and cost of a solver.
+
+  Args:
+    table, bins, fit_fn, repeats: as for `cross_validated_outcomes`.
+
+  Returns:
+    {"accuracy", "accuracy_low", "accuracy_high", "cost"}: the mean over repeats of
+    the held-out accuracy, and its 2.5 / 97.5 percentiles over repeats.
+  """
+  accuracy, cost = cross_validated_outcomes(table, bins, fit_fn, repeats, seed)
+  per_repeat = accuracy.mean(axis=1)
+  return {"accuracy": float(per_repeat.mean()),
+          "accuracy_low": float(np.percentile(per_repeat, 2.5)),
+          "accuracy_high": float(np.percentile(per_repeat, 97.5)),
+          "cost": float(cost.mean())}
 
 
 # ------------------------------------------------------------- budget allocation

@@ -26,7 +26,7 @@ SELECTIONS = (
 )
 
 
-def _score_table(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+def score_table(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
   """[P, N, S] scores and mask from the records' ragged step-score lists."""
   p, n = len(records), len(records[0]["step_scores"])
   s = max(1, max(len(steps) for r in records for steps in r["step_scores"]))
@@ -45,24 +45,43 @@ def _ids(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
   return ids, correct
 
 
-def accuracies(records: Sequence[dict], subset_size: int | None = None,
-               num_draws: int = 16, seed: int = 0) -> dict[str, float]:
-  """Accuracy of every selection rule over the records' problems.
+def rule_of(label: str) -> tuple[str | None, str]:
+  """(aggregation or None, selection rule) of a selection label in `SELECTIONS`."""
+  for name, how, rule in SELECTIONS:
+    if name == label:
+      return how, rule
+  raise ValueError(f"Unknown selection {label!r}; choose from {[s[0] for s in SELECTIONS]}.")
+
+
+def problem_accuracy(records: Sequence[dict], selection: str = "weighted_last",
+                     subset_size: int | None = None, num_draws: int = 16,
+                     seed: int = 0) -> np.ndarray:
+  """Expected correctness [P] of one selection rule on each record's problem.
 
   Args:
     records: one per problem, same strategy, budget and seed.
+    selection: a label of `SELECTIONS`.
     subset_size: select among random subsets of this many candidates (best-of-n
-      read from a larger run); None uses all candidates.
+      read from a larger run); None uses all candidates (exact, no draws).
     num_draws: subsets averaged per problem.
+    seed: the subsets' seed.
   """
+  how, rule = rule_of(selection)
   ids, correct = _ids(records)
-  scores, mask = _score_table(records)
-  size = subset_size or ids.shape[1]
-  out = {}
-  for label, how, rule in SELECTIONS:
-    solution_scores = None if how is None else select.aggregate(scores, mask, how)
-    out[label] = float(select.subset_selection(ids, solution_scores, correct, size, rule,
-                                               num_draws, seed).mean())
+  solution_scores = None
+  if how is not None:
+    scores, mask = score_table(records)
+    solution_scores = select.aggregate(scores, mask, how)
+  return select.subset_selection(ids, solution_scores, correct, subset_size or ids.shape[1],
+                                 rule, num_draws, seed)
+
+
+def accuracies(records: Sequence[dict], subset_size: int | None = None,
+               num_draws: int = 16, seed: int = 0) -> dict[str, float]:
+  """Mean accuracy of every selection rule (and of the oracle, pass@n) over the records."""
+  size = subset_size or len(records[0]["answers"])
+  out = {label: float(problem_accuracy(records, label, subset_size, num_draws, seed).mean())
+         for label, _, _ in SELECTIONS}
   # pass@n: some candidate (of a random n-subset) is right.
   out["oracle"] = _pass_at(records, size, num_draws, seed)
   return out
@@ -80,10 +99,11 @@ def _pass_at(records: Sequence[dict], size: int, num_draws: int, seed: int) -> f
   return float(hits / draws)
 
 
-def _subset_flops(record: dict, fraction: float, policy_cost, prm_cost) -> float:
+def subset_flops(record: dict, fraction: float, policy_cost, prm_cost) -> float:
+  """FLOPs of a best-of-N record had it drawn `fraction` of its samples: the prompt's
+  prefill (once per problem) stays, the samples' share scales."""
   c = record["compute"]
   prompt = c["policy_prefilled"] + 1
-  # The prompt's share (run once per problem) stays; the samples' share scales.
   policy_prompt_context = (prompt - 1) * prompt / 2
   prm_prompt_context = prompt * (prompt + 1) / 2
   scaled = {
@@ -123,7 +143,7 @@ def budget_table(records: Iterable[dict], budgets: Sequence[int], policy_cost=No
       else:
         if policy_cost is None or prm_cost is None:
           raise ValueError("Model costs are needed to report best-of-N below its run budget.")
-        flops = float(np.mean([_subset_flops(r, size / budget, policy_cost, prm_cost)
+        flops = float(np.mean([subset_flops(r, size / budget, policy_cost, prm_cost)
                                for r in group]))
         acc = accuracies(group, subset_size=size, num_draws=num_draws, seed=seed)
       rows.append({"strategy": label, "budget": size,

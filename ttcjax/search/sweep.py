@@ -10,7 +10,8 @@ correctness, per-step scores, and the compute record with FLOPs.
 Beam widths of "sqrt" take M = 2 ** floor(log2(N) / 2), the largest power of two not
 above sqrt(N), which always divides a power-of-two budget (N = 8 gives M = 2).
 Settings that do not fit a budget (M > N) are skipped, as in the paper, whose beam
-sweeps start at N = 4.
+sweeps start at N = 4; so is lookahead at N when N x (k + 1), its generation budget,
+exceeds the largest budget (nothing else would be compared with it).
 """
 
 from __future__ import annotations
@@ -100,8 +101,11 @@ def plan_units(settings: Sequence[StrategySetting], budgets: Sequence[int], seed
   units = []
   for budget in sorted(budgets):
     for setting in settings:
-      if setting.resolve(budget) is None or (setting.max_budget_only and budget != max(budgets)):
+      hyper = setting.resolve(budget)
+      if hyper is None or (setting.max_budget_only and budget != max(budgets)):
         continue
+      if compute.generation_budget(budget, hyper.get("lookahead_steps", 0)) > max(budgets):
+        continue  # compared at its generation budget, which no other run reaches
       for seed in seeds:
         for start in range(0, num_problems, problems_per_batch):
           indices = tuple(range(start, min(start + problems_per_batch, num_problems)))

@@ -1,0 +1,57 @@
+"""The compute-optimal scaling study on the shipped testbed (the main job).
+
+  python -m experiments.reproduce --workdir runs/study
+  python -m experiments.reproduce --workdir runs/study_quick --config.quick=True
+
+The default size is what 2 CPU cores finish in under 20 minutes: 80 test problems
+(8 per level), generation budgets 1..32, four strategy settings (best-of-N, beam
+with M = 4 and M = sqrt(N), lookahead k = 1), 16 difficulty samples per problem.
+A longer study reuses the same workdir and adds only what is new, e.g. budgets to 64:
+
+  python -m experiments.reproduce --workdir runs/study \
+      --config.budgets='(1,2,4,8,16,32,64)'
+
+More problems work the same way (problems_per_level up to 50, the whole test set).
+DVTS, REBASE and lookahead k = 3 are in configs/arith/sweep.py; add them here (in a
+new workdir: other strategies are refused in an old one) for a wider study.
+
+`quick` (20 problems, budgets 1..4, 4 difficulty samples) is a smoke test of every
+stage; a default run may reuse a quick run's workdir.
+"""
+
+import ml_collections
+
+from configs.arith import sweep
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.quick = False
+  c.policy_dir = "checkpoints/arith/policy_small"
+  c.large_policy_dir = "checkpoints/arith/policy_large"
+  c.prm_dir = "checkpoints/arith/prm"
+  c.problems_per_level = 8
+  c.problems_per_batch = 80
+  c.budgets = (1, 2, 4, 8, 16, 32)
+  c.seeds = (0,)
+  c.temperature = 1.0
+  c.top_p = 1.0
+  c.caps = sweep.get_config().caps.to_dict()
+  c.strategies = [
+      dict(name="best_of_n", max_budget_only=True),
+      dict(name="beam", beam_width=4, label="beam_m4"),
+      dict(name="beam", beam_width="sqrt", label="beam_msqrt"),
+      dict(name="lookahead", beam_width="sqrt", lookahead_steps=1, label="lookahead_msqrt_k1"),
+  ]
+  c.difficulty_samples = 16
+  c.difficulty_seed = 1000
+  c.num_bins = 5
+  c.selection = "weighted_last"
+  c.cv_repeats = 50
+  c.num_draws = 16
+  c.analysis_seed = 0
+  c.exchange_ratios = (0.16, 0.79, 22.0)
+  # Applied by the launcher when quick is set.
+  c.quick_overrides = dict(problems_per_level=2, problems_per_batch=20, budgets=(1, 2, 4),
+                           difficulty_samples=4, cv_repeats=10)
+  return c

@@ -1,0 +1,52 @@
+"""The main job: the compute-optimal scaling study on the shipped testbed, end to end.
+
+  python -m experiments.reproduce --workdir runs/study
+  python -m experiments.reproduce --workdir runs/study_quick --config.quick=True
+
+Runs the search sweep, the difficulty samples and the larger policy's greedy answers
+(each resumable), then the analysis, and writes WORKDIR/report.md, summary.json,
+study.json, the fitted allocations and the figures. See configs/arith/study.py for
+the sizes and ttcjax/tasks/arith_study.py for the stages.
+"""
+
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from ttcjax.tasks import arith_study
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs", "arith", "study.py"), "The study config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it holds this study).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  del argv
+  bars = {}
+
+  def progress(stage, stats):
+    if stage not in bars:
+      for bar in bars.values():
+        bar.close()
+      bars[stage] = tqdm(desc=f"search: {stage}", unit="unit", disable=None)
+    bar = bars[stage]
+    bar.total = stats["units_total"]
+    bar.n = stats["units_run"] + stats["units_skipped"]
+    bar.set_postfix(tok_s=f"{stats['tokens_generated'] / max(stats['wall_s'], 1e-9):.0f}")
+    bar.refresh()
+
+  summary = arith_study.run_study(_CONFIG.value, _WORKDIR.value, progress)
+  for bar in bars.values():
+    bar.close()
+  print(f"Wrote {os.path.join(_WORKDIR.value, 'report.md')} in {summary['wall_s']:.0f} s.")
+  print("efficiency ratio (best-of-N weighted budget / compute-optimal budget):")
+  print(json.dumps(summary["efficiency_ratio"], indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,147 @@
+"""The study's figures, styled after the paper's: matplotlib PNGs from `study.analyse`.
+
+Budgets are the generation budget on a log2 axis; bins run from 1 (easiest) to K
+(hardest), as the paper numbers them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+from ttcjax.study import ratio_text  # pylint: disable=wrong-import-position
+
+PAPER_BUDGETS = (4, 16, 64, 256)
+
+
+def _log2_axis(ax, budgets):
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(budgets)
+  ax.set_xticklabels([str(b) for b in budgets])
+  ax.set_xlabel("generation budget")
+  ax.grid(alpha=0.3)
+
+
+def accuracy_vs_budget(results: dict, path: str) -> None:
+  """Every strategy's accuracy against its generation budget."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for strategy, c in sorted(results["curves"].items()):
+    style = "--" if strategy == "majority" else "-"
+    ax.plot(c["budgets"], c["accuracy"], style, marker="o", ms=3, label=strategy)
+  _log2_axis(ax, results["budgets"])
+  ax.set_ylabel("accuracy")
+  ax.set_title(f"Search strategies ({results['selection']} selection, "
+               f"{results['questions']} questions)")
+  ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def shown_budgets(budgets) -> list[int]:
+  """The paper's 4/16/64/256 where run, else the largest four budgets run."""
+  shown = [b for b in PAPER_BUDGETS if b in budgets]
+  return shown or sorted(budgets)[-4:]
+
+
+def bins_bars(results: dict, path: str, kind: str = "oracle") -> None:
+  """Per difficulty bin, each strategy's accuracy at the paper's budgets."""
+  per_bin = results["per_bin"][kind]
+  budgets = shown_budgets(results["budgets"])
+  k = results["num_bins"]
+  fig, axes = plt.subplots(1, len(budgets), figsize=(3.6 * len(budgets), 3.6), sharey=True,
+                           squeeze=False)
+  for ax, budget in zip(axes[0], budgets):
+    strategies = sorted(s for s in per_bin if budget in per_bin[s])
+    width = 0.8 / max(1, len(strategies))
+    for i, s in enumerate(strategies):
+      ax.bar(np.arange(k) + i * width - 0.4 + width / 2, per_bin[s][budget], width, label=s)
+    ax.set_xticks(np.arange(k))
+    ax.set_xticklabels([str(b + 1) for b in range(k)])
+    ax.set_xlabel(f"{kind} difficulty bin")
+    ax.set_title(f"budget {budget}")
+    ax.grid(axis="y", alpha=0.3)
+  axes[0][0].set_ylabel("accuracy")
+  axes[0][-1].legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def compute_optimal(results: dict, path: str) -> None:
+  """Compute-optimal (oracle and predicted bins, held-out) against best-of-N weighted,
+  with the efficiency ratio written at each budget."""
+  kinds = list(results["compute_optimal"])
+  fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.2), sharey=True,
+                           squeeze=False)
+  curves = results["curves"]
+  for ax, kind in zip(axes[0], kinds):
+    for strategy, style in (("best_of_n", "-"), ("majority", "--"), ("beam_m4", ":")):
+      if strategy in curves:
+        ax.plot(curves[strategy]["budgets"], curves[strategy]["accuracy"], style, marker="o",
+                ms=3, label=f"{strategy} (all questions)")
+    points = results["compute_optimal"][kind]
+    b = [p["budget"] for p in points]
+    ax.plot(b, [p["accuracy"] for p in points], "-", color="black", marker="s", ms=4,
+            label="compute-optimal (held out)")
+    ax.fill_between(b, [p["low"] for p in points], [p["high"] for p in points], color="black",
+                    alpha=0.12)
+    alloc = results["allocation"][kind]
+    if alloc:
+      ax.plot([a["cost"] for a in alloc], [a["accuracy"] for a in alloc], "-", color="tab:red",
+              marker="^", ms=4, label="budget-allocating solver (held out, mean budget)")
+    for p in points:
+      r = results["efficiency_ratio"][kind][p["budget"]]
+      text = ratio_text(r["ratio"], r["bound"])
+      ax.annotate(text, (p["budget"], p["accuracy"]), textcoords="offset points",
+                  xytext=(0, 7), ha="center", fontsize=7)
+    _log2_axis(ax, results["budgets"])
+    ax.set_title(f"{kind} bins: compute-optimal vs best-of-N weighted")
+    ax.legend(fontsize=7, loc="lower right")
+  axes[0][0].set_ylabel("accuracy")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def exchange_bars(results: dict, path: str) -> None:
+  """Per R and bin: the small policy with its FLOPs-matched test-time compute against the
+  larger policy decoding greedily."""
+  rows = results["exchange"]["rows"]
+  fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.6), sharey=True, squeeze=False)
+  for ax, row in zip(axes[0], rows):
+    k = len(row["bins"])
+    x = np.arange(k)
+    ax.bar(x - 0.2, [b["small"] for b in row["bins"]], 0.4,
+           label=f"small + compute-optimal (budget {row['budget_used']})")
+    ax.bar(x + 0.2, [b["large"] for b in row["bins"]], 0.4, label="larger model, greedy")
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(i + 1) for i in range(k)])
+    ax.set_xlabel("oracle difficulty bin")
+    ax.set_title(f"R = {row['R']:g} (X = {row['X']:.1f})")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=6)
+  axes[0][0].set_ylabel("accuracy")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+FIGURES = (
+    ("accuracy_vs_budget.png", accuracy_vs_budget),
+    ("bins_oracle.png", lambda r, p: bins_bars(r, p, "oracle")),
+    ("compute_optimal.png", compute_optimal),
+    ("exchange.png", exchange_bars),
+)
+
+
+def study_figures(results: dict, workdir: str) -> list[str]:
+  """Writes every figure into `workdir`; returns their file names."""
+  for name, draw in FIGURES:
+    draw(results, os.path.join(workdir, name))
+  return [name for name, _ in FIGURES]

@@ -1,0 +1,113 @@
+"""`report.md`: the study's tables and figures as Markdown, from `study.analyse`'s dict."""
+
+from __future__ import annotations
+
+from ttcjax import plots
+from ttcjax.study import ratio_text
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return lines + [""]
+
+
+def _choice(choice: list) -> str:
+  return ", ".join("-" if c is None else f"{c['strategy']}@{c['budget']}" for c in choice)
+
+
+def render(results: dict, summary: dict) -> str:
+  """The report; every figure in it is read from `results` (study.json) or `summary`."""
+  budgets = results["budgets"]
+  k = results["num_bins"]
+  out = [
+      "# Compute-optimal test-time search on the arithmetic testbed", "",
+      f"{summary['date']}; {summary['machine']}; wall time {summary['wall_s']:.0f} s "
+      f"(searches {summary['search_s']:.0f} s){'; quick size' if summary['quick'] else ''}.",
+      "",
+      f"{results['questions']} test questions; generation budgets {budgets}; every strategy's "
+      f"answer picked by `{results['selection']}`; {k} difficulty bins from "
+      f"{results['difficulty_samples']} separate samples per question (estimating them costs "
+      f"{results['difficulty_estimate_cost']['flops']:.3g} FLOPs per question). Held-out "
+      "figures are two-fold cross-validated over random splits (mean, 2.5-97.5 percentile "
+      "interval). Sources: `sweep/results.jsonl`, `difficulty/results.jsonl`, "
+      "`large_greedy/results.jsonl` (one line per question, strategy, budget, seed), "
+      "analysed into `study.json`.", "",
+      "## Accuracy against generation budget", "",
+      "Mean accuracy over all questions, FLOPs per question in brackets (policy and PRM, "
+      "live context).", ""]
+  rows = []
+  for strategy, c in sorted(results["curves"].items()):
+    cells = dict(zip(c["budgets"], zip(c["accuracy"], c["mean_flops"])))
+    rows.append([strategy] + [f"{cells[b][0]:.3f} ({cells[b][1]:.2g})" if b in cells else "-"
+                              for b in budgets])
+  out += _table(["strategy"] + [str(b) for b in budgets], rows)
+  out += ["![accuracy vs budget](accuracy_vs_budget.png)", "",
+          "## Per difficulty bin (oracle bins; 1 = easiest)", ""]
+  per_bin = results["per_bin"]["oracle"]
+  for budget in plots.shown_budgets(budgets):
+    out += [f"Budget {budget}:", ""]
+    out += _table(["strategy"] + [f"bin {i + 1}" for i in range(k)],
+                  [[s] + [f"{a:.3f}" for a in per_bin[s][budget]]
+                   for s in sorted(per_bin) if budget in per_bin[s]])
+  out += ["![per-bin accuracy](bins_oracle.png)", "",
+          "## Compute-optimal against best-of-N weighted", "",
+          "Efficiency ratio: the budget best-of-N weighted needs to reach the compute-optimal "
+          "accuracy (interpolated in log2 budget), over the compute-optimal budget; '>' marks "
+          "a lower bound (best-of-N never gets there), '<=' an upper bound (best-of-N's "
+          "smallest budget already does). 'With estimation' adds the difficulty "
+          "samples to the compute-optimal budget.", ""]
+  bon = dict(zip(results["curves"]["best_of_n"]["budgets"],
+                 results["curves"]["best_of_n"]["accuracy"]))
+  for kind, points in results["compute_optimal"].items():
+    ratios = results["efficiency_ratio"][kind]
+    charged = results["efficiency_ratio_with_estimation"][kind]
+    rows = []
+    for p in points:
+      r, c = ratios[p["budget"]], charged[p["budget"]]
+      rows.append([p["budget"], f"{p['accuracy']:.3f} [{p['low']:.3f}, {p['high']:.3f}]",
+                   f"{bon.get(p['budget'], float('nan')):.3f}",
+                   f"{ratio_text(r['ratio'], r['bound'])} [{ratio_text(r['low'], r['low_bound'])}"
+                   f", {ratio_text(r['high'], r['high_bound'])}]",
+                   ratio_text(c["ratio"], c["bound"]), _choice(p["choice"])])
+    out += [f"**{kind.capitalize()} bins.**", ""]
+    out += _table(["budget", "compute-optimal (held out)", "best-of-N weighted",
+                   "efficiency ratio [interval]", "with estimation", "choice per bin (1..K)"],
+                  rows)
+  out += ["![compute-optimal](compute_optimal.png)", "",
+          "## Allocating the budget across bins", "",
+          "Under a mean budget per question, one (strategy, budget) per bin chosen exactly "
+          "(multiple-choice knapsack over the bins' Pareto fronts), against every question "
+          "getting that budget with the per-bin best strategy; both held out.", ""]
+  for kind, alloc in results["allocation"].items():
+    fixed = {p["budget"]: p for p in results["compute_optimal"][kind]}
+    rows = [[int(a["mean_budget"]), f"{a['accuracy']:.3f} [{a['low']:.3f}, {a['high']:.3f}]",
+             f"{a['cost']:.1f}", f"{fixed[int(a['mean_budget'])]['accuracy']:.3f}",
+             _choice(a["choice"])] for a in alloc]
+    out += [f"**{kind.capitalize()} bins.**", ""]
+    out += _table(["mean budget", "allocating solver", "spent (held out)",
+                   "fixed budget, compute-optimal", "choice per bin"], rows)
+  ex = results["exchange"]
+  models = results.get("models", {})
+  out += ["## Test-time compute against a larger model (FLOPs-matched)", "",
+          f"The larger policy has {ex['params_ratio']:.2f}x the parameters "
+          f"({models.get('large_params', '?')} vs {models.get('small_params', '?')}); both "
+          f"were trained on D_pretrain = {ex['pretraining_tokens']:.3g} tokens. At "
+          "R = D_inference / D_pretrain the small policy may spend X = M + 3 (M - 1) / R "
+          "greedy-answer equivalents; it gets the largest budget run that does not exceed X "
+          f"(compute-optimal, oracle bins, held out). The larger policy decodes greedily "
+          f"(accuracy {ex['large_greedy_accuracy']:.3f}).", ""]
+  rows = []
+  for row in ex["rows"]:
+    cells = [f"{b['small']:.2f} / {b['large']:.2f}" for b in row["bins"]]
+    rows.append([f"{row['R']:g}", f"{row['X']:.1f}",
+                 f"{row['budget_used']}" + (f" ({row['budget_note']})" if row["budget_note"]
+                                            else "")] + cells
+                + [f"{row['all']['small']:.3f} / {row['all']['large']:.3f}"])
+  out += _table(["R", "X", "budget used"] + [f"bin {i + 1} small / large" for i in range(k)]
+                + ["all"], rows)
+  out += ["![exchange](exchange.png)", "", "## The paper's findings on this testbed", ""]
+  out += _table(["finding", "holds here", "evidence"],
+                [[f["claim"], {True: "yes", False: "no", None: "n/a"}[f["holds"]], f["evidence"]]
+                 for f in results["findings"]])
+  return "\n".join(out)
