@@ -140,3 +140,12 @@ def test_analyse_refuses_too_few_questions():
              for i in range(3)]
   with pytest.raises(ValueError, match="too few"):
     study.analyse(records, records, records, [1, 2], COST, COST, 2.0, 1e6, [1.0], num_bins=5)
+
+
+def test_analyse_refuses_results_without_best_of_n():
+  uids = [f"q{i}" for i in range(10)]
+  difficulty_runs = [record(u, "difficulty", "best_of_n", 2, ["1", "1"], "1", [1, 1]) for u in uids]
+  beam_only = [record(u, "beam_m2", "beam", 2, ["1", "1"], "1", [1, 1]) for u in uids]
+  with pytest.raises(ValueError, match=r"no runs of \['best_of_n'\]"):
+    study.analyse(beam_only, difficulty_runs, difficulty_runs, [2], COST, COST, 2.0, 1e6, [1.0],
+                  num_bins=5)
