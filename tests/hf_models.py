@@ -173,7 +173,8 @@ def save_qwen2_prm(path: str, seed: int = 0, **config_overrides) -> Qwen2Process
 
 def save_bpe_tokenizer(path: str, corpus, special_tokens=(), added_tokens=(),
                        tokenizer_config=None, vocab_size: int = 300,
-                       bos_token: str | None = None, sentencepiece: bool = False) -> int:
+                       bos_token: str | None = None, sentencepiece: bool = False,
+                       characters_only: bool = False) -> int:
   """Trains a tiny byte-level BPE on `corpus` and saves tokenizer.json (+ config).
 
   Every whitespace and punctuation character is its own pre-token, so no merge
@@ -194,6 +195,9 @@ def save_bpe_tokenizer(path: str, corpus, special_tokens=(), added_tokens=(),
     sentencepiece: instead, the layout of Llama 2 / Mistral tokenizer.json files:
       words start with "▁" (text encoded alone gets one too), merges never cross a
       "▁", and newlines (kept out of the merges) fall back to byte tokens "<0x0A>".
+    characters_only: no merges and no byte tokens beyond the corpus's characters:
+      any sequence of (non-special) tokens decodes to text that encodes back to it,
+      so a random policy's steps survive a trip through text.
 
   Returns:
     The vocabulary size, added tokens included.
@@ -217,6 +221,8 @@ def save_bpe_tokenizer(path: str, corpus, special_tokens=(), added_tokens=(),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tokenizer.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
+  if characters_only:
+    alphabet, vocab_size = [], 0  # the corpus's characters, no merges
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                 initial_alphabet=alphabet, show_progress=False)
   tokenizer.train_from_iterator(list(corpus), trainer)

@@ -53,8 +53,8 @@ def policy_fn(params, tokens, cache, num_new):
   return logits, cache
 
 
-def prm_fn(params, tokens, cache, num_new):
-  del params
+def prm_fn(params, tokens, cache, num_new, step_end=None):
+  del params, step_end  # scores every position
   k = jnp.arange(tokens.shape[1])[None, :]
   valid = k < num_new[:, None]
   index = jnp.where((DIGIT_VALUE[tokens] > 0) & valid, k, -1)

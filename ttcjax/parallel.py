@@ -34,15 +34,22 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def model_split_dim(shape: tuple[int, ...], model: int) -> int | None:
+  """The dimension of a weight of `shape` split over `model` devices: its largest one
+  that `model` divides (matrices only), or None (replicated)."""
+  if model > 1 and len(shape) >= 2:
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+      if shape[dim] % model == 0:
+        return dim
+  return None
+
+
 def param_sharding(x, mesh: Mesh) -> NamedSharding:
   """A weight's sharding: its largest dimension the model axis divides, else replicated."""
-  model = mesh.shape.get(MODEL_AXIS, 1)
   spec = [None] * np.ndim(x)
-  if model > 1 and np.ndim(x) >= 2:
-    for dim in sorted(range(np.ndim(x)), key=lambda d: -np.shape(x)[d]):
-      if np.shape(x)[dim] % model == 0:
-        spec[dim] = MODEL_AXIS
-        break
+  dim = model_split_dim(np.shape(x), mesh.shape.get(MODEL_AXIS, 1))
+  if dim is not None:
+    spec[dim] = MODEL_AXIS
   return NamedSharding(mesh, PartitionSpec(*spec))
 
 

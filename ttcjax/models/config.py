@@ -151,8 +151,12 @@ class TransformerConfig:
 _LLAMA3_ROPE = RopeScaling("llama3", 32.0, 1.0, 4.0, 8192)
 
 # Shapes of published checkpoints. Real weights come from `load_hf_checkpoint`; these
-# let you plan memory and FLOPs or run random-weight stand-ins at true size.
+# let you plan memory and FLOPs or run random-weight stand-ins at true size. The
+# comments give the config.json values each preset copies (hidden / intermediate /
+# layers / heads / kv heads / head_dim / vocab / rope_theta / max positions / tied).
 PRESETS: dict[str, TransformerConfig] = {
+    # meta-llama/Llama-3.2-1B(-Instruct): 2048 / 8192 / 16 / 32 / 8 / 64 / 128256 /
+    # 500000 (llama3 scaling, factor 32) / 131072 / tied; bfloat16.
     "llama-3.2-1b": TransformerConfig(
         vocab_size=128256, hidden_size=2048, num_layers=16, num_heads=32,
         num_kv_heads=8, intermediate_size=8192, head_dim=64, rope_theta=500000.0,
@@ -163,6 +167,9 @@ PRESETS: dict[str, TransformerConfig] = {
         num_kv_heads=8, intermediate_size=8192, head_dim=128, rope_theta=500000.0,
         rope_scaling=_LLAMA3_ROPE, tie_word_embeddings=True,
         max_position_embeddings=131072, param_dtype="bfloat16", dtype="bfloat16"),
+    # meta-llama/Llama-3.1-8B(-Instruct), and RLHFlow/Llama3.1-8B-PRM-Deepseek-Data
+    # fine-tuned from it: 4096 / 14336 / 32 / 32 / 8 / 128 / 128256 / 500000 (llama3
+    # scaling, factor 8) / 131072 / untied; bfloat16.
     "llama-3.1-8b": TransformerConfig(
         vocab_size=128256, hidden_size=4096, num_layers=32, num_heads=32,
         num_kv_heads=8, intermediate_size=14336, rope_theta=500000.0,
@@ -173,6 +180,8 @@ PRESETS: dict[str, TransformerConfig] = {
         num_kv_heads=2, intermediate_size=8960, rope_theta=1000000.0,
         rms_norm_eps=1e-6, attention_bias=True, tie_word_embeddings=True,
         max_position_embeddings=32768, param_dtype="bfloat16", dtype="bfloat16"),
+    # Qwen/Qwen2.5-Math-1.5B(-Instruct): 1536 / 8960 / 28 / 12 / 2 / 128 / 151936 /
+    # 10000 / 4096 / tied; q/k/v bias, rms_norm_eps 1e-6; bfloat16.
     "qwen2.5-math-1.5b": TransformerConfig(
         vocab_size=151936, hidden_size=1536, num_layers=28, num_heads=12,
         num_kv_heads=2, intermediate_size=8960, rope_theta=10000.0,
@@ -182,6 +191,14 @@ PRESETS: dict[str, TransformerConfig] = {
         vocab_size=152064, hidden_size=3584, num_layers=28, num_heads=28,
         num_kv_heads=4, intermediate_size=18944, rope_theta=1000000.0,
         rms_norm_eps=1e-6, attention_bias=True, max_position_embeddings=32768,
+        param_dtype="bfloat16", dtype="bfloat16"),
+    # Qwen/Qwen2.5-Math-7B(-Instruct), and the backbone of Qwen/Qwen2.5-Math-PRM-7B:
+    # 3584 / 18944 / 28 / 28 / 4 / 128 / 152064 / 10000 / 4096 / untied; q/k/v bias,
+    # rms_norm_eps 1e-6; bfloat16.
+    "qwen2.5-math-7b": TransformerConfig(
+        vocab_size=152064, hidden_size=3584, num_layers=28, num_heads=28,
+        num_kv_heads=4, intermediate_size=18944, rope_theta=10000.0,
+        rms_norm_eps=1e-6, attention_bias=True, max_position_embeddings=4096,
         param_dtype="bfloat16", dtype="bfloat16"),
     "mistral-7b": TransformerConfig(
         vocab_size=32768, hidden_size=4096, num_layers=32, num_heads=32,

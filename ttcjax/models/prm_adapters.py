@@ -44,7 +44,7 @@ import numpy as np
 
 from ttcjax.models.hf_import import load_hf_prm, load_hf_tokenizer
 from ttcjax.models.prm import PrmConfig, token_scores
-from ttcjax.models.tokenizer import HFTokenizer
+from ttcjax.models.tokenizer import HFTokenizer, Tokenizer
 
 if TYPE_CHECKING:  # search imports models; a runtime import would invert the layering.
   from ttcjax.search.base import PrmFn
@@ -54,6 +54,9 @@ QWEN_SYSTEM_PROMPT = "Please reason step by step, and put your final answer with
 _MARKS = tuple(f"\u27e6ttcjax-mark-{i}\u27e7" for i in range(4))
 _TEMPLATE_TOKEN = re.compile(r"<\|[^|<>\s]+\|>")  # <|eot_id|>, <|im_start|>, ...
 _score_jit = jax.jit(token_scores, static_argnames=("config",))
+# Text a policy and a PRM must tokenize alike to share token ids (`check_tokenizer`).
+_TOKENIZER_PROBES = ("Step 1: 3 \\cdot 4 = 12.\n\n",
+                     "So $x^2 + 2x - 1 = 0$; the answer is \\boxed{\\frac{1}{2}}.", " + - ")
 
 
 @functools.lru_cache(maxsize=16)
@@ -267,6 +270,34 @@ class PrmAdapter:
     if max(self.suffix_ids) >= config.backbone.vocab_size:
       raise ValueError(f"The suffix tokens {self.suffix_ids} exceed the PRM's vocabulary "
                        f"({config.backbone.vocab_size}); tokenizer and checkpoint disagree.")
+
+  def check_tokenizer(self, tokenizer: Tokenizer) -> None:
+    """Raises ValueError unless `tokenizer` (a policy's) encodes text as this PRM's does.
+
+    A search inside jit hands the policy's token ids to the PRM as they are, so the
+    two must share one tokenizer. Checked on the vocabulary size and a few strings
+    of the kind math solutions hold.
+    """
+    mismatch = None
+    if tokenizer.vocab_size != self.tokenizer.vocab_size:
+      mismatch = f"vocabularies of {tokenizer.vocab_size} and {self.tokenizer.vocab_size} tokens"
+    for text in _TOKENIZER_PROBES:
+      if mismatch:
+        break
+      try:
+        theirs = tokenizer.encode(text)
+      except ValueError:  # a character tokenizer without these characters
+        theirs = None
+      if theirs != self.tokenizer.encode(text):
+        mismatch = (f"{text!r} encodes as {theirs} for the policy, "
+                    f"{self.tokenizer.encode(text)} here")
+    if mismatch:
+      raise ValueError(
+          f"The policy's tokenizer is not the {self.family} PRM's ({self.path}): {mismatch}. "
+          "A search feeds the policy's token ids to the PRM inside jit, so they must share "
+          "a tokenizer. Sample without this PRM (e.g. best_of_n with no adapter) and score "
+          "the candidates' steps on the host with adapter.score_solutions "
+          "(SearchRunner.candidate_steps gives the step texts).")
 
   def score_solutions(self, params, prm_config: PrmConfig, problem_texts: Sequence[str],
                       steps_lists: Sequence[Sequence[str]],

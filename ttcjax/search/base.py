@@ -11,7 +11,7 @@ code the transformers do.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 import flax
 import jax
@@ -29,24 +29,42 @@ class PrmFn(Protocol):
   Args:
     params: the PRM's parameters.
     tokens: [R, K] int32 tokens to append to each row.
-    cache: the rows' PRM cache.
+    cache: the rows' PRM cache; it exposes `lengths` ([R] int32, the tokens it holds),
+      as an attribute (`KVCache`) or a key (a dict), so that a search can count what
+      the PRM ran.
     num_new: [R] int32, how many of each row's K tokens are valid.
+    step_end: optional [R, K] bool, the tokens that end a step (all False for a
+      prompt). A PRM that reads scores at every token ignores it; one that lays steps
+      out itself (`PrmAdapter.wrap_prm_fn`) puts its step suffixes there.
 
   Returns:
-    (scores [R, K] float32 in [0, 1], the PRM's score after each token; updated cache).
+    (scores [R, K] float32 in [0, 1], the PRM's score after each token, or at least at
+    each step end; updated cache).
   """
 
-  def __call__(self, params, tokens: jax.Array, cache: Cache,
-               num_new: jax.Array) -> tuple[jax.Array, Cache]: ...
+  def __call__(self, params, tokens: jax.Array, cache: Cache, num_new: jax.Array,
+               step_end: jax.Array | None = None) -> tuple[jax.Array, Cache]: ...
 
 
 def transformer_prm_fn(config: PrmConfig) -> PrmFn:
   """The `PrmFn` of a ttcjax PRM (value or token-logit head) with a `KVCache`."""
 
-  def score(params, tokens, cache, num_new):
+  def score(params, tokens, cache, num_new, step_end=None):
+    del step_end  # every position is scored
     return token_scores(params, config, tokens, cache, num_new)
 
   return score
+
+
+def prm_cache_lengths(cache: Cache) -> jax.Array:
+  """[R] int32 tokens a PRM cache holds (see `PrmFn`)."""
+  lengths = cache.get("lengths") if isinstance(cache, Mapping) else getattr(cache, "lengths", None)
+  if lengths is None:
+    raise ValueError(
+        f"A PRM cache ({type(cache).__name__}) must expose its per-row fill as `lengths` "
+        "(an attribute, or a dict key) so that the search can count the tokens the PRM "
+        "runs; add it to the cache your PrmFn returns.")
+  return lengths
 
 
 @flax.struct.dataclass
@@ -90,7 +108,8 @@ class ComputeRecord:
     policy_generated: tokens the policy sampled (one forward of one token each).
     policy_prefilled: prompt tokens the policy ran (once per problem).
     policy_context: sum over generated tokens of the context each attended to.
-    prm_scored: tokens the PRM ran (prompt once, then each new step's tokens).
+    prm_scored: tokens the PRM ran (its prompt once, then each new step's tokens; with
+      a PRM adapter, the step suffixes it ran too, the delimiters it stripped not).
     prm_context: sum over PRM tokens of the context each attended to.
   """
 
@@ -179,7 +198,11 @@ class SearchBatch:
     prompt_lengths: [B] int32 valid prompt tokens.
     problem_ids: [B] int32 stable ids; a problem's search depends only on (rng, its id).
     policy_cache: the policy's empty cache, B rows, capacity P + T + 1.
-    prm_cache: the PRM's empty cache, B rows, capacity P + T + 1.
+    prm_cache: the PRM's empty cache, B rows, capacity `prm_cache_capacity`.
+    prm_prompts: optional [B, P'] right-padded tokens the PRM is prefilled with, when
+      its layout has a prompt of its own (a published PRM's chat template); None: the
+      PRM reads `prompts`, as the policy does.
+    prm_prompt_lengths: [B] int32 valid `prm_prompts` tokens (None with them).
   """
 
   prompts: jax.Array
@@ -187,6 +210,8 @@ class SearchBatch:
   problem_ids: jax.Array
   policy_cache: Cache
   prm_cache: Cache
+  prm_prompts: jax.Array | None = None
+  prm_prompt_lengths: jax.Array | None = None
 
   @property
   def num_problems(self) -> int:
@@ -196,3 +221,17 @@ class SearchBatch:
 def cache_capacity(prompt_width: int, settings: SearchSettings) -> int:
   """Slots a row's caches need: the prompt, the longest solution, and one spare."""
   return prompt_width + settings.max_solution_tokens + 1
+
+
+def prm_cache_capacity(prompt_width: int, settings: SearchSettings, suffix_length: int = 0,
+                       max_suffixes: int = 0) -> int:
+  """Slots a row's PRM cache needs: `cache_capacity` plus room for step suffixes.
+
+  Args:
+    prompt_width: P', the PRM's prompt buffer.
+    settings: the search's caps.
+    suffix_length: L, tokens a PRM adapter writes after every step (0: none).
+    max_suffixes: the most steps one row's PRM cache receives suffixes for (see
+      `runner.prm_suffixes_per_row`).
+  """
+  return cache_capacity(prompt_width, settings) + suffix_length * max_suffixes

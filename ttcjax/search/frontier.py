@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from ttcjax.models.prm import gather_step_scores
 from ttcjax.sampling import DecodeFn, Sampler, prefill, row_keys, sample_steps
 from ttcjax.search.base import (ComputeRecord, Frontier, PrmFn, SearchBatch, SearchOutput,
-                                SearchSettings, cache_capacity)
+                                SearchSettings, cache_capacity, prm_cache_lengths)
 
 # (values [G, K], open [G, K]) -> children per row [G, K] (0 for rows not open), whose
 # sum over each group equals its number of open rows.
@@ -49,6 +49,32 @@ def _repeat_rows(tree, copies: int):
   return jax.tree.map(lambda x: jnp.repeat(x, copies, axis=0), tree)
 
 
+def _prm_spent(before, after, num_problems: int) -> tuple[jax.Array, jax.Array]:
+  """([B] PRM tokens run, [B] their attended context) from its cache's fill levels.
+
+  Read from the cache rather than from the policy's tokens: a PRM adapter strips
+  delimiters and adds suffixes, and its prompt differs from the policy's. The tokens
+  a call runs sit at consecutive positions from the old fill level on.
+  """
+  before = prm_cache_lengths(before)
+  ran = prm_cache_lengths(after) - before
+  return (_per_problem(ran, num_problems),
+          _per_problem(_context_sum(before, ran), num_problems))
+
+
+def _scored_step_ends(step_end: jax.Array, first_step: jax.Array, max_steps: int) -> jax.Array:
+  """[R, K] the step ends the PRM is told of: those the S-column table keeps.
+
+  The table keeps steps 0..S-2 and, in column S-1, a row's last step (`keep_last`),
+  so a PRM that lays steps out itself needs at most S step ends per chunk. Ends in
+  between are not passed: such a PRM reads the steps from S-1 to the last as one
+  (a plain PRM ignores `step_end`). Beam rounds end one step per chunk, always kept.
+  """
+  seen = jnp.cumsum(step_end, axis=1)
+  is_last = step_end & (seen == seen[:, -1:])
+  return step_end & ((first_step[:, None] + seen - 1 < max_steps - 1) | is_last)
+
+
 def init_frontier(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
                   batch: SearchBatch, num_rows: int, rng: jax.Array,
                   settings: SearchSettings) -> Frontier:
@@ -56,7 +82,7 @@ def init_frontier(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
 
   Args:
     policy_fn, policy_params: the policy.
-    prm_fn, prm_params: the PRM.
+    prm_fn, prm_params: the PRM (prefilled with `batch.prm_prompts` when given).
     batch: the B problems and their empty caches.
     num_rows: N, static.
     rng: key for the rows' slot keys (not consumed).
@@ -66,14 +92,20 @@ def init_frontier(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
   num_problems, width = prompts.shape
   state, _ = prefill(policy_fn, policy_params, batch.policy_cache, prompts, prompt_lengths,
                      cache_capacity(width, settings))
-  _, prm_cache = prm_fn(prm_params, prompts, batch.prm_cache, prompt_lengths)
+  prm_prompts, prm_lengths = prompts, prompt_lengths
+  if batch.prm_prompts is not None:
+    prm_prompts, prm_lengths = batch.prm_prompts, batch.prm_prompt_lengths
+  # A prompt ends no step: an adapter's PrmFn then adds no suffix to it.
+  _, prm_cache = prm_fn(prm_params, prm_prompts, batch.prm_cache, prm_lengths,
+                        step_end=jnp.zeros(prm_prompts.shape, bool))
+  prm_scored, prm_context = _prm_spent(batch.prm_cache, prm_cache, num_problems)
   lengths = prompt_lengths.astype(jnp.float32)
   compute = ComputeRecord(
       policy_generated=jnp.zeros((num_problems,), jnp.float32),
       policy_prefilled=lengths - 1,
       policy_context=_context_sum(jnp.zeros_like(lengths), lengths - 1),
-      prm_scored=lengths,
-      prm_context=_context_sum(jnp.zeros_like(lengths), lengths))
+      prm_scored=prm_scored,
+      prm_context=prm_context)
   keys = row_keys(rng, batch.problem_ids, num_rows)
   rows = num_problems * num_rows
   buffer = 2 * settings.max_solution_tokens  # room for a T-wide write at any offset below T
@@ -115,17 +147,18 @@ def expand(frontier: Frontier, policy_fn: DecodeFn, policy_params, prm_fn: PrmFn
                      max_step_tokens=settings.max_step_tokens,
                      max_solution_tokens=settings.max_solution_tokens, pad_id=settings.pad_id)
   new = out.lengths
-  # The PRM holds every token, the policy all but its pending one.
-  scores, prm_cache = prm_fn(prm_params, out.tokens, frontier.prm_cache, new)
+  scores, prm_cache = prm_fn(
+      prm_params, out.tokens, frontier.prm_cache, new,
+      step_end=_scored_step_ends(out.step_end, frontier.num_steps, settings.max_steps))
   table = gather_step_scores(scores, out.step_end, settings.max_steps, first_step=frontier.num_steps,
                              keep_last=True)
   newest = jnp.take_along_axis(scores, jnp.maximum(new - 1, 0)[:, None], axis=1)[:, 0]
   b = frontier.compute.policy_generated.shape[0]
+  prm_scored, prm_context = _prm_spent(frontier.prm_cache, prm_cache, b)
   spent = ComputeRecord(
       policy_generated=_per_problem(new, b), policy_prefilled=jnp.zeros((b,), jnp.float32),
       policy_context=_per_problem(_context_sum(frontier.policy.lengths, new), b),
-      prm_scored=_per_problem(new, b),
-      prm_context=_per_problem(_context_sum(frontier.policy.lengths + 1, new), b))
+      prm_scored=prm_scored, prm_context=prm_context)
   grown = frontier.replace(
       policy=out.state.with_keys(frontier.slot_keys), prm_cache=prm_cache,
       tokens=_write_at(frontier.tokens, out.tokens, frontier.lengths),
@@ -159,14 +192,16 @@ def lookahead_values(frontier: Frontier, step_scores: jax.Array, policy_fn: Deco
                      delimiter=settings.delimiter, max_steps=num_steps,
                      max_step_tokens=settings.max_step_tokens,
                      max_solution_tokens=settings.max_solution_tokens, pad_id=settings.pad_id)
-  scores, _ = prm_fn(prm_params, out.tokens, frontier.prm_cache, out.lengths)
+  # At most k steps: an adapter wrapped for k steps per chunk gives each its suffix.
+  scores, rollout_cache = prm_fn(prm_params, out.tokens, frontier.prm_cache, out.lengths,
+                                 step_end=out.step_end)
   value = jnp.take_along_axis(scores, jnp.maximum(out.lengths - 1, 0)[:, None], axis=1)[:, 0]
   b = frontier.compute.policy_generated.shape[0]
+  prm_scored, prm_context = _prm_spent(frontier.prm_cache, rollout_cache, b)
   spent = ComputeRecord(
       policy_generated=_per_problem(out.lengths, b), policy_prefilled=jnp.zeros((b,), jnp.float32),
       policy_context=_per_problem(_context_sum(frontier.policy.lengths, out.lengths), b),
-      prm_scored=_per_problem(out.lengths, b),
-      prm_context=_per_problem(_context_sum(frontier.policy.lengths + 1, out.lengths), b))
+      prm_scored=prm_scored, prm_context=prm_context)
   return jnp.where(out.lengths > 0, value, step_scores), spent
 
 

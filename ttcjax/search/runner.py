@@ -5,7 +5,14 @@ allocating caches, compiling each (strategy, hyperparameters, budget) once, plac
 the batch on a device mesh (problems sharded over the "data" axis), and decoding
 the candidates back into texts and answers.
 
-P denotes the problems of one call, N the budget (rows per problem).
+With a `PrmAdapter` (a published PRM's layout, `ttcjax.models.prm_adapters`) the PRM
+is prefilled with the adapter's own prompt for each problem, and the `PrmFn` the
+strategies get is the adapter's wrapper around the PRM: each step loses its trailing
+delimiter and gets the family's suffix tokens, and its score is read where the family
+reads it. The policy's token ids go to the PRM as they are, so the two must share a
+tokenizer (checked).
+
+P denotes the problems of one call, N the budget (rows per problem), T the solution cap.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ from ttcjax import parallel
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig
+from ttcjax.models.prm_adapters import PrmAdapter
 from ttcjax.models.tokenizer import Tokenizer, pad_batch
 from ttcjax.sampling import Sampler, StepDelimiter, transformer_decode_fn
 from ttcjax.search import get_strategy
-from ttcjax.search.base import SearchBatch, SearchSettings, cache_capacity, transformer_prm_fn
+from ttcjax.search.base import (SearchBatch, SearchSettings, cache_capacity, prm_cache_capacity,
+                                transformer_prm_fn)
 
 DATA_AXIS = parallel.DATA_AXIS
 
@@ -42,6 +51,8 @@ class SearchResult:
     finished: [P, N] bool.
     lengths: [P, N] generated tokens per candidate.
     compute: {field: [P] float} of the `ComputeRecord`.
+    tokens: [P, N, T] int32 generated tokens (see `SearchRunner.candidate_steps`).
+    step_end: [P, N, T] bool, the last token of each step.
   """
 
   texts: list[list[str]]
@@ -51,12 +62,39 @@ class SearchResult:
   finished: np.ndarray
   lengths: np.ndarray
   compute: dict[str, np.ndarray]
+  tokens: np.ndarray | None = None
+  step_end: np.ndarray | None = None
 
   def take(self, count: int) -> "SearchResult":
     """The first `count` problems (drops a padded batch's filler)."""
+    first = lambda x: None if x is None else x[:count]
     return SearchResult(self.texts[:count], self.answers[:count], self.step_scores[:count],
                         self.step_mask[:count], self.finished[:count], self.lengths[:count],
-                        {k: v[:count] for k, v in self.compute.items()})
+                        {k: v[:count] for k, v in self.compute.items()}, first(self.tokens),
+                        first(self.step_end))
+
+
+def prm_chunk_steps(strategy: str, settings: SearchSettings, lookahead_steps: int = 0) -> int:
+  """The most step ends one PRM call of `strategy` is told of (an adapter's M).
+
+  Best-of-N scores whole solutions in one call, at most S step ends (the frontier
+  passes the ends its S-column table keeps); step-level searches score one step per
+  round, and a lookahead rollout's k steps in one call.
+  """
+  if strategy == "best_of_n":
+    return settings.max_steps
+  return max(1, lookahead_steps)
+
+
+def prm_suffixes_per_row(strategy: str, settings: SearchSettings, lookahead_steps: int = 0) -> int:
+  """The most step suffixes one row's PRM cache receives under `strategy`.
+
+  Best-of-N: S (see `prm_chunk_steps`); step-level searches: one per round, plus a
+  lookahead rollout's k on the cache's copy.
+  """
+  if strategy == "best_of_n":
+    return settings.max_steps
+  return settings.max_rounds + lookahead_steps
 
 
 class SearchRunner:
@@ -72,16 +110,27 @@ class SearchRunner:
     step_delimiter: the text that ends a step.
     mesh: optional `Mesh` with a "data" axis (problems are sharded over it) and
       optionally a "model" axis (weights are split over it; see `ttcjax.parallel`).
+    prm_adapter: optional layout of a published PRM (`load_adapted_prm`); `search`
+      then needs the problems' texts for the PRM's own prompts. None: the PRM reads
+      the policy's prompt and tokens as they are (a PRM trained on them).
+    max_prm_prompt_tokens: the PRM prompt buffer with an adapter (default
+      `max_prompt_tokens`); longer PRM prompts raise.
   """
 
   def __init__(self, policy: tuple[TransformerConfig, dict], prm: tuple[PrmConfig, dict],
                tokenizer: Tokenizer, answer_fn: Callable[[str], Hashable | None], *,
                max_prompt_tokens: int, max_step_tokens: int, max_solution_tokens: int,
                max_steps: int, max_rounds: int = 40, step_delimiter: str = "\n\n",
-               mesh: Mesh | None = None):
+               mesh: Mesh | None = None, prm_adapter: PrmAdapter | None = None,
+               max_prm_prompt_tokens: int | None = None):
     (self.policy_config, policy_params), (self.prm_config, prm_params) = policy, prm
     self.tokenizer, self.answer_fn = tokenizer, answer_fn
     self.max_prompt_tokens = max_prompt_tokens
+    self.prm_adapter = prm_adapter
+    self.max_prm_prompt_tokens = max_prm_prompt_tokens or max_prompt_tokens
+    if prm_adapter is not None:
+      prm_adapter.check_prm_config(self.prm_config)
+      prm_adapter.check_tokenizer(tokenizer)
     self.settings = SearchSettings(
         eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
         delimiter=StepDelimiter.build(tokenizer, step_delimiter, self.policy_config.vocab_size),
@@ -104,6 +153,9 @@ class SearchRunner:
     if key not in self._compiled:
       strategy_fn = get_strategy(strategy)
       decode, score = transformer_decode_fn(self.policy_config), transformer_prm_fn(self.prm_config)
+      if self.prm_adapter is not None:
+        steps = prm_chunk_steps(strategy, self.settings, dict(hyper).get("lookahead_steps", 0))
+        score = self.prm_adapter.wrap_prm_fn(score, max_steps_per_chunk=steps)
 
       def call(policy_params, prm_params, batch, rng, sampler, settings):
         return strategy_fn(decode, policy_params, score, prm_params, batch, rng, sampler,
@@ -112,20 +164,38 @@ class SearchRunner:
       self._compiled[key] = jax.jit(call)
     return self._compiled[key]
 
-  def _batch(self, prompts: Sequence[str], problem_ids: Sequence[int]) -> SearchBatch:
+  def prm_capacity(self, strategy: str, lookahead_steps: int = 0) -> int:
+    """Slots of a row's PRM cache in a search with `strategy`."""
+    if self.prm_adapter is None:
+      return cache_capacity(self.max_prompt_tokens, self.settings)
+    return prm_cache_capacity(
+        self.max_prm_prompt_tokens, self.settings, len(self.prm_adapter.suffix_ids),
+        prm_suffixes_per_row(strategy, self.settings, lookahead_steps))
+
+  def _batch(self, prompts: Sequence[str], problem_ids: Sequence[int],
+             problem_texts: Sequence[str] | None, prm_capacity: int) -> SearchBatch:
     tokens, lengths = pad_batch(self.tokenizer, prompts, width=self.max_prompt_tokens)
     rows = len(prompts)
-    capacity = cache_capacity(self.max_prompt_tokens, self.settings)
     batch = SearchBatch(
         prompts=jnp.asarray(tokens), prompt_lengths=jnp.asarray(lengths),
         problem_ids=jnp.asarray(problem_ids, jnp.int32),
-        policy_cache=KVCache.init(self.policy_config, rows, capacity),
-        prm_cache=KVCache.init(self.prm_config.backbone, rows, capacity))
+        policy_cache=KVCache.init(self.policy_config, rows,
+                                  cache_capacity(self.max_prompt_tokens, self.settings)),
+        prm_cache=KVCache.init(self.prm_config.backbone, rows, prm_capacity))
+    if self.prm_adapter is not None:
+      try:
+        prm_tokens, prm_lengths = self.prm_adapter.prompt_batch(problem_texts,
+                                                                width=self.max_prm_prompt_tokens)
+      except ValueError as err:
+        raise ValueError(f"{err} Raise max_prm_prompt_tokens ({self.max_prm_prompt_tokens}) "
+                         "or shorten the problem.") from None
+      batch = batch.replace(prm_prompts=jnp.asarray(prm_tokens),
+                            prm_prompt_lengths=jnp.asarray(prm_lengths))
     return batch if self.mesh is None else parallel.shard_batch(batch, self.mesh)
 
   def search(self, strategy: str, prompts: Sequence[str], problem_ids: Sequence[int], *,
              budget: int, rng: jax.Array, sampler: Sampler = Sampler(),
-             **hyper) -> SearchResult:
+             problem_texts: Sequence[str] | None = None, **hyper) -> SearchResult:
     """Runs `strategy` on the prompts (one compile per strategy, budget, hyperparameters
     and batch size; pad the last batch to reuse it).
 
@@ -136,19 +206,29 @@ class SearchRunner:
       budget: N.
       rng: key (not consumed).
       sampler: how steps are sampled.
+      problem_texts: P problems as the PRM adapter's prompt states them (the policy's
+        `prompts` may wrap them in its own chat template); required with a
+        `prm_adapter`, unused without one.
       **hyper: the strategy's hyperparameters (beam_width, lookahead_steps, temperature).
     """
     if not prompts:
       raise ValueError("No prompts to search.")
     if len(prompts) != len(problem_ids):
       raise ValueError(f"{len(prompts)} prompts but {len(problem_ids)} problem ids.")
+    if self.prm_adapter is not None and (problem_texts is None
+                                         or len(problem_texts) != len(prompts)):
+      raise ValueError(
+          f"A SearchRunner with a {self.prm_adapter.family} adapter needs problem_texts, one "
+          f"per prompt ({len(prompts)}), for the PRM's own prompts; got "
+          f"{'none' if problem_texts is None else len(problem_texts)}.")
     if len(prompts) % self.data_shards:
       raise ValueError(f"{len(prompts)} problems do not split over {self.data_shards} data "
                        "shards; pad the batch to a multiple.")
     sampler.check()
     fn = self._function(strategy, budget, tuple(sorted(hyper.items())))
-    out = fn(self.policy_params, self.prm_params, self._batch(prompts, problem_ids), rng,
-             sampler, self.settings)
+    batch = self._batch(prompts, problem_ids, problem_texts,
+                        self.prm_capacity(strategy, hyper.get("lookahead_steps", 0)))
+    out = fn(self.policy_params, self.prm_params, batch, rng, sampler, self.settings)
     out = jax.device_get(out)
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     texts = [[self.tokenizer.decode(tokens[p, n, :lengths[p, n]]) for n in range(tokens.shape[1])]
@@ -158,4 +238,19 @@ class SearchRunner:
         step_scores=np.asarray(out.step_scores), step_mask=np.asarray(out.step_mask),
         finished=np.asarray(out.finished), lengths=lengths,
         compute={f.name: np.asarray(getattr(out.compute, f.name))
-                 for f in dataclasses.fields(out.compute)})
+                 for f in dataclasses.fields(out.compute)},
+        tokens=tokens, step_end=np.asarray(out.step_end))
+
+  def candidate_steps(self, result: SearchResult) -> list[list[list[str]]]:
+    """P lists of N lists of step texts, each step's tokens decoded (delimiters and a
+    final EOS kept), e.g. to score them on the host with `PrmAdapter.score_solutions`."""
+    out = []
+    for tokens, step_end, lengths in zip(result.tokens, result.step_end, result.lengths):
+      rows = []
+      for row, ends, length in zip(tokens, step_end, lengths):
+        cuts = [0] + [int(i) + 1 for i in np.flatnonzero(ends[:length])]
+        if cuts[-1] < length:  # tokens after the last step end (no strategy leaves any)
+          cuts.append(int(length))
+        rows.append([self.tokenizer.decode(row[a:b]) for a, b in zip(cuts, cuts[1:])])
+      out.append(rows)
+    return out

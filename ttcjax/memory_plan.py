@@ -1,0 +1,331 @@
+"""How much device memory a search needs, computed before a run.
+
+Per device, for one `SearchRunner.search` call (B problems per call, N rows each):
+
+* parameters, policy and PRM: every leaf of the model's parameter tree at its dtype,
+  split over the mesh's "model" axis as `parallel.param_sharding` splits it (a matrix
+  along its largest dimension the axis divides; vectors replicated);
+* KV caches, policy and PRM: layers x 2 (keys, values) x kv_heads x head_dim x
+  capacity x rows x bytes of the compute dtype. Rows are the device's B / data
+  problems times N (the frontier) plus B / data (the batch's empty caches, arguments
+  that stay alive); the data axis splits rows, the model axis does not (caches are
+  replicated over it). Capacities are the runner's: prompt + T + 1, plus L suffix
+  slots per scored step with a PRM adapter (`runner.prm_suffixes_per_row`). Step-level
+  searches hold two copies: a fork gathers the caches into new buffers while the old
+  ones are live (XLA's memory analysis of a compiled beam search shows twice the
+  caches; best-of-N, which never forks, once);
+* an allowance for activations and logits: the largest of the search's forward
+  passes, one layer at a time (inference keeps no earlier layer's activations):
+  attention scores [rows, heads, chunk, capacity] in float32 plus, for a bfloat16
+  model, their probabilities in bfloat16 (no fused attention: XLA materialises the
+  scores; a float32 softmax can overwrite them, a bfloat16 one cannot), the MLP's
+  gate, up and product [rows, chunk, intermediate], four [rows, chunk, hidden]
+  buffers, and three float32 [rows, vocab] logits buffers per sampled token (logits,
+  log-softmax, the sampler's filtered copy). The passes: policy prefill (B rows, the
+  prompt), policy decode (B x N rows, one token), PRM prefill, and the PRM's chunk
+  (B x N rows; best-of-N: the whole solution T plus S suffixes; step-level searches:
+  one step W plus its suffix; lookahead: k steps). Activations are not divided by
+  the model axis (GSPMD may split some; the plan does not count on it).
+
+Checked against `jax.jit(...).lower(...).compile().memory_analysis()` on CPU (a
+4-layer model, B = 2, N = 32 and 64, T = 512): a beam search's arguments + temporaries
+come within 2% of the plan in float32 and 8% above it in bfloat16 (XLA:CPU upcasts
+bfloat16 operands of its matrix multiplies to float32; GPUs and TPUs do not);
+best-of-N's stay below the plan (1.2x high in float32, 1.4x in bfloat16: XLA:CPU keeps
+only the float32 scores, where a GPU's softmax kernel writes bfloat16 probabilities
+beside them). Not yet checked on a GPU or TPU.
+
+Not counted: XLA's compiled code and scratch, the runtime's own reserve (on GPU JAX
+takes 75% of the memory unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise), and
+transient copies when beam search forks its caches; compare against a usable
+fraction of the device (the launcher's --usable_fraction).
+
+`check_fits(plan, device_bytes)` raises a ValueError naming what dominates and a
+concrete change that fits: fewer problems per batch, more model shards, bfloat16,
+or, when one problem's N rows alone exceed a device, a smaller budget per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+from ttcjax import parallel
+from ttcjax.models.config import TransformerConfig, get_config
+from ttcjax.models.prm import PrmConfig, init_prm_params
+from ttcjax.models.transformer import init_params
+from ttcjax.search.base import SearchSettings, cache_capacity, prm_cache_capacity
+from ttcjax.search.runner import prm_chunk_steps, prm_suffixes_per_row
+
+GIB = 2**30
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+# Published PRMs: (backbone preset, head, suffix tokens L of the family's layout).
+# L counts the family's suffix in its own tokenizer: Qwen2.5-Math-PRM "<extra_0>" (1);
+# RLHFlow (Llama 3 template) <|eot_id|> <|start_header_id|> "assistant"
+# <|end_header_id|> "\n\n" "+" <|eot_id|> <|start_header_id|> "user" <|end_header_id|>
+# "\n\n" (11). The "+"/"-" ids (Llama 3's 10 and 12) only shape the plan;
+# `load_adapted_prm` reads the real ones.
+PUBLISHED_PRMS: dict[str, tuple[str, dict, int]] = {
+    "qwen_math_prm": ("qwen2.5-math-7b", dict(kind="value", num_labels=2, head_hidden=3584), 1),
+    "rlhflow": ("llama-3.1-8b", dict(kind="token_logit", positive_token_id=10,
+                                     negative_token_id=12), 11),
+}
+
+
+def published_prm(family: str, dtype: str = "bfloat16") -> tuple[PrmConfig, int]:
+  """(PrmConfig at published shape, suffix length L) of a PRM family in `PUBLISHED_PRMS`."""
+  if family not in PUBLISHED_PRMS:
+    raise ValueError(f"No published shape for PRM family {family!r}; known: "
+                     f"{sorted(PUBLISHED_PRMS)}. Build the PrmConfig yourself.")
+  preset, head, suffix = PUBLISHED_PRMS[family]
+  backbone = get_config(preset, param_dtype=dtype, dtype=dtype)
+  return PrmConfig(backbone, **head), suffix
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+  """Bytes per device of one search call, by part (see the module docstring).
+
+  Attributes:
+    policy_params, prm_params: parameter bytes on one device.
+    policy_kv, prm_kv: KV cache bytes on one device (`kv_copies` copies).
+    activations: the allowance for the largest forward pass.
+    activation_pass: which pass sets the allowance.
+    kv_copies: 2 for searches that fork their caches, else 1.
+    rows_per_device: frontier rows (B / data x N) on one device.
+    policy_capacity, prm_capacity: cache slots per row.
+    request: the arguments of `plan_search_memory` that made this plan.
+  """
+
+  policy_params: int
+  prm_params: int
+  policy_kv: int
+  prm_kv: int
+  activations: int
+  activation_pass: str
+  kv_copies: int
+  rows_per_device: int
+  policy_capacity: int
+  prm_capacity: int
+  request: dict[str, Any] = dataclasses.field(repr=False, compare=False)
+
+  @property
+  def params(self) -> int:
+    return self.policy_params + self.prm_params
+
+  @property
+  def kv(self) -> int:
+    return self.policy_kv + self.prm_kv
+
+  @property
+  def total(self) -> int:
+    return self.params + self.kv + self.activations
+
+  def describe(self) -> str:
+    """A few lines: each part in GiB, and the shapes behind them."""
+    r = self.request
+    gib = lambda x: f"{x / GIB:8.2f} GiB"
+    return "\n".join([
+        f"{r['strategy']}, N={r['budget']}, {r['problems_per_batch']} problems per call on a "
+        f"{r['data_shards']} (data) x {r['model_shards']} (model) mesh: "
+        f"{self.rows_per_device} rows per device",
+        f"  parameters   {gib(self.params)}  (policy {self.policy_params / GIB:.2f}, "
+        f"PRM {self.prm_params / GIB:.2f})",
+        f"  KV caches    {gib(self.kv)}  (policy {self.policy_kv / GIB:.2f} at "
+        f"{self.policy_capacity} slots, PRM {self.prm_kv / GIB:.2f} at {self.prm_capacity}; "
+        f"{self.kv_copies} {'copies' if self.kv_copies > 1 else 'copy'})",
+        f"  activations  {gib(self.activations)}  ({self.activation_pass})",
+        f"  total        {gib(self.total)} per device"])
+
+
+def _bytes(dtype: str) -> int:
+  return _DTYPE_BYTES[dtype]
+
+
+@functools.lru_cache(maxsize=64)
+def _param_bytes(init, config, model_shards: int) -> int:
+  """Bytes of one device's share of the parameter tree `init(config, key)` makes."""
+  shapes = jax.eval_shape(lambda key: init(config, key), jax.random.PRNGKey(0))
+  total = 0
+  for leaf in jax.tree.leaves(shapes):
+    size = int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+    split = parallel.model_split_dim(tuple(leaf.shape), model_shards) is not None
+    total += size // model_shards if split else size
+  return total
+
+
+def kv_bytes_per_row(config: TransformerConfig, capacity: int) -> int:
+  """layers x 2 x kv_heads x head_dim x capacity x bytes of the compute dtype."""
+  return (config.num_layers * 2 * config.num_kv_heads * config.head_dim * capacity
+          * _bytes(config.dtype))
+
+
+def pass_bytes(config: TransformerConfig, rows: int, chunk: int, capacity: int,
+               logit_rows: int = 0) -> int:
+  """Activation bytes of one forward pass of `chunk` tokens on `rows` rows (one layer)."""
+  size = _bytes(config.dtype)
+  # float32 scores, and probabilities beside them unless the softmax overwrites them.
+  attention = rows * config.num_heads * chunk * capacity * (4 + (size if size != 4 else 0))
+  mlp = rows * chunk * config.intermediate_size * 3 * size
+  hidden = rows * chunk * config.hidden_size * 4 * size
+  logits = logit_rows * config.vocab_size * 4 * 3
+  return attention + mlp + hidden + logits
+
+
+def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: str, budget: int,
+                       problems_per_batch: int, max_prompt_tokens: int, max_step_tokens: int,
+                       max_solution_tokens: int, max_steps: int, max_rounds: int = 40,
+                       max_prm_prompt_tokens: int | None = None, prm_suffix_length: int = 0,
+                       lookahead_steps: int = 0, data_shards: int = 1,
+                       model_shards: int = 1) -> MemoryPlan:
+  """The per-device memory of one `SearchRunner.search` call.
+
+  Args:
+    policy, prm: the models' configs (their dtypes count).
+    strategy: a search strategy name ("best_of_n", "beam", "lookahead", "dvts", "rebase").
+    budget: N rows per problem.
+    problems_per_batch: B problems per call; a multiple of `data_shards`.
+    max_prompt_tokens, max_step_tokens, max_solution_tokens, max_steps, max_rounds: the
+      runner's caps.
+    max_prm_prompt_tokens: the PRM's prompt buffer with an adapter (default the
+      policy's).
+    prm_suffix_length: L, suffix tokens per step of a PRM adapter (0: no adapter).
+    lookahead_steps: k of lookahead search.
+    data_shards, model_shards: the mesh.
+
+  Returns:
+    A `MemoryPlan`.
+  """
+  request = {k: v for k, v in locals().items() if k != "request"}
+  for name in ("budget", "problems_per_batch", "data_shards", "model_shards"):
+    if request[name] < 1:
+      raise ValueError(f"{name} must be positive, got {request[name]}.")
+  if problems_per_batch % data_shards:
+    raise ValueError(f"problems_per_batch ({problems_per_batch}) must be a multiple of "
+                     f"data_shards ({data_shards}): each data shard takes whole problems.")
+  # Only the caps are read (capacities, chunk widths).
+  settings = SearchSettings(eos_id=0, pad_id=0, delimiter=None, max_step_tokens=max_step_tokens,
+                            max_solution_tokens=max_solution_tokens, max_steps=max_steps,
+                            max_rounds=max_rounds).check()
+  policy_capacity = cache_capacity(max_prompt_tokens, settings)
+  prm_prompt = max_prm_prompt_tokens or max_prompt_tokens
+  suffixes = prm_suffixes_per_row(strategy, settings, lookahead_steps) if prm_suffix_length else 0
+  prm_capacity = prm_cache_capacity(prm_prompt, settings, prm_suffix_length, suffixes)
+  problems = problems_per_batch // data_shards
+  rows = problems * budget
+
+  suffix_width = prm_suffix_length * prm_chunk_steps(strategy, settings, lookahead_steps)
+  if strategy == "best_of_n":
+    prm_chunk = max_solution_tokens + suffix_width
+  else:
+    prm_chunk = max(1, lookahead_steps) * max_step_tokens + suffix_width
+  backbone = prm.backbone
+  passes = {
+      "policy prefill": pass_bytes(policy, problems, max_prompt_tokens, policy_capacity, problems),
+      "policy decode": pass_bytes(policy, rows, 1, policy_capacity, rows),
+      "PRM prefill": pass_bytes(backbone, problems, prm_prompt + suffix_width, prm_capacity),
+      f"PRM chunk of {prm_chunk} tokens": pass_bytes(backbone, rows, prm_chunk, prm_capacity),
+  }
+  activation_pass = max(passes, key=passes.get)
+  kv_copies = 1 if strategy == "best_of_n" else 2  # a fork's new buffers beside the old
+  cache_rows = kv_copies * rows + problems  # the frontier's, and the batch's empty caches
+  return MemoryPlan(
+      policy_params=_param_bytes(init_params, policy, model_shards),
+      prm_params=_param_bytes(init_prm_params, prm, model_shards),
+      policy_kv=cache_rows * kv_bytes_per_row(policy, policy_capacity),
+      prm_kv=cache_rows * kv_bytes_per_row(backbone, prm_capacity),
+      activations=passes[activation_pass], activation_pass=activation_pass, kv_copies=kv_copies,
+      rows_per_device=rows, policy_capacity=policy_capacity, prm_capacity=prm_capacity,
+      request=request)
+
+
+def replan(plan: MemoryPlan, **changes) -> MemoryPlan:
+  """`plan`'s request with some arguments changed."""
+  return plan_search_memory(**{**plan.request, **changes})
+
+
+def _bfloat16(config):
+  if isinstance(config, PrmConfig):
+    return dataclasses.replace(config, backbone=_bfloat16(config.backbone))
+  return config.replace(param_dtype="bfloat16", dtype="bfloat16")
+
+
+def check_fits(plan: MemoryPlan, device_bytes: int) -> MemoryPlan:
+  """Returns `plan` when it fits `device_bytes` per device, else raises ValueError.
+
+  The message gives the parts and a concrete change that fits, tried in this order:
+  bfloat16 (when a model is float32), fewer problems per batch, more model shards
+  (when the parameters alone do not fit), a smaller budget per call (when one
+  problem's rows alone do not fit a device: rows of a problem never leave it).
+  """
+  if plan.total <= device_bytes:
+    return plan
+  r = plan.request
+  gib = lambda x: f"{x / GIB:.2f} GiB"
+  suggestions = []
+  if "float32" in (r["policy"].param_dtype, r["policy"].dtype, r["prm"].backbone.param_dtype,
+                   r["prm"].backbone.dtype):
+    bf16 = replan(plan, policy=_bfloat16(r["policy"]), prm=_bfloat16(r["prm"]))
+    suggestions.append(f"bfloat16 weights and caches (param_dtype/dtype 'bfloat16') need "
+                       f"{gib(bf16.total)}" + (" and fit" if bf16.total <= device_bytes else ""))
+  step = r["data_shards"]
+  fitting = [b for b in range(r["problems_per_batch"] - step, 0, -step)
+             if replan(plan, problems_per_batch=b).total <= device_bytes]
+  if fitting:
+    needs = replan(plan, problems_per_batch=fitting[0]).total
+    suggestions.append(f"problems_per_batch={fitting[0]} fits ({gib(needs)})")
+  elif plan.params > device_bytes:
+    shards = [m for m in (2, 4, 8, 16, 32, 64) if m > r["model_shards"]
+              and replan(plan, model_shards=m, problems_per_batch=step).params <= device_bytes]
+    if shards:
+      suggestions.append(f"the parameters alone need {gib(plan.params)}: split them over "
+                         f"model_shards={shards[0]} or more")
+    else:
+      suggestions.append(f"the parameters alone need {gib(plan.params)} even over 64 model "
+                         "shards: use smaller models")
+  else:
+    one = replan(plan, problems_per_batch=step)
+    budgets = [n for n in range(r["budget"] - 1, 0, -1)
+               if replan(one, budget=n).total <= device_bytes]
+    lengths = [t for t in range(r["max_solution_tokens"] - 128, r["max_step_tokens"] - 1, -128)
+               if replan(one, max_solution_tokens=t).total <= device_bytes]
+    if not budgets:
+      fewer = "no budget fits"
+    elif r["strategy"] == "best_of_n":
+      fewer = (f"at most {budgets[0]} samples per call fit (draw the N samples over several "
+               "calls with different rng keys)")
+    else:
+      fewer = (f"a budget of at most {budgets[0]} fits (a step-level search holds all N rows "
+               "at once)")
+    suggestions.append(
+        f"one problem per device already needs {gib(one.total)}: its {r['budget']} rows stay "
+        "on one device, and model shards split only the parameters; " + fewer
+        + (f"; or max_solution_tokens={lengths[0]} fits" if lengths else ""))
+  raise ValueError(
+      f"The search needs {gib(plan.total)} per device, more than the {gib(device_bytes)} "
+      f"available: parameters {gib(plan.params)}, KV caches {gib(plan.kv)}, activations "
+      f"{gib(plan.activations)} ({plan.activation_pass}). Try: " + "; ".join(suggestions) + ".")
+
+
+def max_problems_per_batch(plan: MemoryPlan, device_bytes: int, limit: int = 4096) -> int:
+  """The most problems per call (a multiple of the data shards) that fit; 0 if none."""
+  step = plan.request["data_shards"]
+  low, high = 0, limit // step  # in units of `step`; memory grows with problems
+  while low < high:
+    mid = (low + high + 1) // 2
+    if replan(plan, problems_per_batch=mid * step).total <= device_bytes:
+      low = mid
+    else:
+      high = mid - 1
+  return low * step
+
+
+__all__ = ["GIB", "MemoryPlan", "PUBLISHED_PRMS", "check_fits", "kv_bytes_per_row",
+           "max_problems_per_batch", "pass_bytes", "plan_search_memory", "published_prm",
+           "replan"]
