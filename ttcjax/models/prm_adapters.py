@@ -30,6 +30,7 @@ steps one chunk may end, V the tokenizer's vocabulary.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import datetime
 import functools
@@ -178,8 +179,8 @@ def _pad_rows(rows: Sequence[Sequence[int]], num_rows: int, width: int, fill: in
 
 
 @dataclasses.dataclass(frozen=True)
-class PrmAdapter:
-  """One PRM family's layout. Build with a subclass's `from_dir` or `load_prm_adapter`.
+class PrmAdapter(abc.ABC):
+  """One PRM family's layout (abstract: each family defines `prompt_text`). Build with a subclass's `from_dir` or `load_prm_adapter`.
 
   Attributes:
     path: the checkpoint directory the tokenizer came from.
@@ -210,9 +211,9 @@ class PrmAdapter:
 
   family = "generic"
 
+  @abc.abstractmethod
   def prompt_text(self, problem: str) -> str:
     """The PRM's text before the first step."""
-    raise NotImplementedError
 
   def _render(self, messages: list[dict], until: str | None = None) -> str:
     """The chat template's text of `messages` (up to the mark `until`)."""
