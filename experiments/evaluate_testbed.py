@@ -90,6 +90,7 @@ def main(argv):
       rm_config, rm_params, _ = testbed.load_reward_model(path)
       report = testbed.reward_model_report(rm_config, rm_params, headline)
       results[f"{name}_step_auroc"] = report["step_auroc"]
+      results[f"{name}_sibling_auroc"] = report["sibling_auroc"]
       results[f"{name}_final_auroc"] = report["final_auroc"]
       results["steps_scored"] = report["steps_scored"]
       _write(_JSON.value, results)

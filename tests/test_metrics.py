@@ -36,3 +36,19 @@ def test_pass_rates():
   np.testing.assert_allclose(metrics.pass_rates([[1, 0, 1, 1], [0, 0, 0, 0]]), [0.75, 0.0])
   with pytest.raises(ValueError, match="samples"):
     metrics.pass_rates(np.zeros((3, 0)))
+
+
+def test_grouped_auroc_sees_through_a_difficulty_only_scorer():
+  # Two groups: an easy one (all scored 0.9) and a hard one (all 0.1). A scorer that
+  # only knows the group ranks positives above negatives across groups, not within.
+  labels = [True, True, False, True, False, False]
+  groups = [0, 0, 0, 1, 1, 1]
+  scores = [0.9, 0.9, 0.9, 0.1, 0.1, 0.1]
+  assert metrics.auroc(scores, labels) == pytest.approx(6 / 9)
+  assert metrics.grouped_auroc(scores, labels, groups) == pytest.approx(0.5)
+  # Within-group ranking: group 0 right (2 of 2 pairs), group 1 wrong (0 of 2).
+  ranked = [0.9, 0.8, 0.7, 0.1, 0.2, 0.3]
+  assert metrics.grouped_auroc(ranked, labels, groups) == pytest.approx(0.5)
+  assert metrics.grouped_auroc([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], labels, groups) == 1.0
+  with pytest.raises(ValueError, match="No group"):
+    metrics.grouped_auroc([0.1, 0.2], [True, False], [0, 1])

@@ -42,3 +42,39 @@ def pass_rates(correct: np.ndarray) -> np.ndarray:
   if correct.ndim != 2 or correct.shape[1] == 0:
     raise ValueError(f"Expected [problems, samples] with samples > 0, got {correct.shape}.")
   return correct.mean(axis=1)
+
+
+def grouped_auroc(scores: Sequence[float], labels: Sequence[bool],
+                  groups: Sequence[int]) -> float:
+  """AUROC counting only (positive, negative) pairs from the same group.
+
+  P(score of a positive > score of a negative of its own group), ties one half,
+  pooled over all within-group pairs. Ranking inside groups is what a search needs
+  (it compares siblings), which a pooled AUROC can hide: a scorer that only knows how
+  hard each group is gets a high `auroc` but 0.5 here.
+
+  Args:
+    scores: [M] real scores.
+    labels: [M] bools, True for positives.
+    groups: [M] group ids.
+
+  Raises:
+    ValueError: lengths differ, or no group has both classes.
+  """
+  scores = np.asarray(scores, np.float64).reshape(-1)
+  labels = np.asarray(labels, bool).reshape(-1)
+  groups = np.asarray(groups).reshape(-1)
+  if not scores.shape == labels.shape == groups.shape:
+    raise ValueError(f"{scores.size} scores, {labels.size} labels and {groups.size} groups.")
+  wins, pairs = 0.0, 0
+  for g in np.unique(groups):
+    member = groups == g
+    pos, neg = scores[member & labels], scores[member & ~labels]
+    if pos.size and neg.size:
+      diff = pos[:, None] - neg[None, :]
+      wins += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+      pairs += diff.size
+  if pairs == 0:
+    raise ValueError("No group holds both a positive and a negative; AUROC within groups is "
+                     "undefined.")
+  return wins / pairs

@@ -220,6 +220,9 @@ def reward_model_report(config: PrmConfig, params, samples: GradedSamples) -> di
 
   Returns:
     {"step_auroc": every scored step vs its true label,
+     "sibling_auroc": the same, counting only pairs of steps at the same position of
+       the same problem whose earlier steps are all right (the comparison a search
+       makes between sibling steps),
      "final_auroc": each solution's last scored step vs its final-answer correctness,
      "steps_scored", "solutions_scored"}.
   """
@@ -228,8 +231,15 @@ def reward_model_report(config: PrmConfig, params, samples: GradedSamples) -> di
   has_steps = mask.any(axis=-1)
   last = np.where(has_steps, mask.shape[-1] - 1 - np.argmax(mask[..., ::-1], axis=-1), 0)
   last_scores = np.take_along_axis(scores, last[..., None], axis=-1)[..., 0]
+  # Step j of a sample competes with step j of the problem's other samples when the
+  # steps before it are right (labels are prefix-correct, so check step j - 1).
+  p, n, s = mask.shape
+  prefix_right = np.concatenate([np.ones((p, n, 1), bool), labels[..., :-1]], axis=-1)
+  sibling = mask & prefix_right
+  group = np.broadcast_to(np.arange(p)[:, None, None] * s + np.arange(s)[None, None, :], mask.shape)
   return {
       "step_auroc": metrics.auroc(scores[mask], labels[mask]),
+      "sibling_auroc": metrics.grouped_auroc(scores[sibling], labels[sibling], group[sibling]),
       "final_auroc": metrics.auroc(last_scores[has_steps], samples.correct[has_steps]),
       "steps_scored": int(mask.sum()),
       "solutions_scored": int(has_steps.sum()),
