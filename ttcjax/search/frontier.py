@@ -75,6 +75,36 @@ def _scored_step_ends(step_end: jax.Array, first_step: jax.Array, max_steps: int
   return step_end & ((first_step[:, None] + seen - 1 < max_steps - 1) | is_last)
 
 
+def score_new_tokens(prm_fn: PrmFn, prm_params, tokens: jax.Array, cache, num_new: jax.Array,
+                     step_end: jax.Array) -> tuple[jax.Array, object]:
+  """`prm_fn` over a chunk of new tokens, run at half the chunk's width when every row
+  fits in it.
+
+  A round's steps are usually far shorter than the step cap the chunk is sized for
+  (9 tokens on average against 32 on the testbed), and the PRM's cost grows with the
+  width it runs; both widths are compiled and `lax.switch` picks one at run time.
+  Positions past a row's `num_new` are never read, so the result is the same.
+
+  Args:
+    tokens: [R, K] new tokens; num_new: [R]; step_end: [R, K] (see `PrmFn`).
+
+  Returns:
+    (scores [R, K], the updated cache), as `prm_fn` returns them.
+  """
+  width = tokens.shape[1]
+  widths = (width // 2, width) if width >= 2 else (width,)
+
+  def run(w):
+    def call(_):
+      scores, new_cache = prm_fn(prm_params, tokens[:, :w], cache, num_new,
+                                 step_end=step_end[:, :w])
+      return jnp.pad(scores, ((0, 0), (0, width - w))), new_cache
+    return call
+
+  narrowest = jnp.searchsorted(jnp.asarray(widths), jnp.max(num_new))
+  return jax.lax.switch(jnp.minimum(narrowest, len(widths) - 1), [run(w) for w in widths], None)
+
+
 def init_frontier(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
                   batch: SearchBatch, num_rows: int, rng: jax.Array,
                   settings: SearchSettings) -> Frontier:
@@ -147,9 +177,9 @@ def expand(frontier: Frontier, policy_fn: DecodeFn, policy_params, prm_fn: PrmFn
                      max_step_tokens=settings.max_step_tokens,
                      max_solution_tokens=settings.max_solution_tokens, pad_id=settings.pad_id)
   new = out.lengths
-  scores, prm_cache = prm_fn(
-      prm_params, out.tokens, frontier.prm_cache, new,
-      step_end=_scored_step_ends(out.step_end, frontier.num_steps, settings.max_steps))
+  scores, prm_cache = score_new_tokens(
+      prm_fn, prm_params, out.tokens, frontier.prm_cache, new,
+      _scored_step_ends(out.step_end, frontier.num_steps, settings.max_steps))
   table = gather_step_scores(scores, out.step_end, settings.max_steps, first_step=frontier.num_steps,
                              keep_last=True)
   newest = jnp.take_along_axis(scores, jnp.maximum(new - 1, 0)[:, None], axis=1)[:, 0]
@@ -193,8 +223,8 @@ def lookahead_values(frontier: Frontier, step_scores: jax.Array, policy_fn: Deco
                      max_step_tokens=settings.max_step_tokens,
                      max_solution_tokens=settings.max_solution_tokens, pad_id=settings.pad_id)
   # At most k steps: an adapter wrapped for k steps per chunk gives each its suffix.
-  scores, rollout_cache = prm_fn(prm_params, out.tokens, frontier.prm_cache, out.lengths,
-                                 step_end=out.step_end)
+  scores, rollout_cache = score_new_tokens(prm_fn, prm_params, out.tokens, frontier.prm_cache,
+                                           out.lengths, out.step_end)
   value = jnp.take_along_axis(scores, jnp.maximum(out.lengths - 1, 0)[:, None], axis=1)[:, 0]
   b = frontier.compute.policy_generated.shape[0]
   prm_scored, prm_context = _prm_spent(frontier.prm_cache, rollout_cache, b)
