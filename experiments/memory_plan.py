@@ -31,12 +31,13 @@ def plans(config, data_shards: int, model_shards: int):
   policy = get_config(config.policy_preset, param_dtype=config.dtype, dtype=config.dtype)
   prm, suffix_length = memory_plan.published_prm(config.prm_family, config.dtype)
   problems = -(-config.problems_per_batch // data_shards) * data_shards  # whole problems per shard
-  for strategy in config.strategies:
+  for spec in config.strategies:  # every budget: a study's difficulty stage runs best-of-N
+    label = spec.get("label", spec["name"])
     for budget in config.budgets:
-      yield strategy, budget, problems, memory_plan.plan_search_memory(
-          policy, prm, strategy=strategy, budget=budget, problems_per_batch=problems,
-          prm_suffix_length=suffix_length, data_shards=data_shards, model_shards=model_shards,
-          **config.caps)
+      yield label, budget, problems, memory_plan.plan_search_memory(
+          policy, prm, strategy=spec["name"], budget=budget, problems_per_batch=problems,
+          prm_suffix_length=suffix_length, lookahead_steps=spec.get("lookahead_steps", 0),
+          data_shards=data_shards, model_shards=model_shards, **config.caps)
 
 
 def main(argv):

@@ -3,10 +3,15 @@
   python -m experiments.reproduce --workdir runs/study
   python -m experiments.reproduce --workdir runs/study_quick --config.quick=True
 
+The same study on MATH-500 with open checkpoints (see the README's real research run):
+
+  python -m experiments.reproduce --config configs/math500/qwen_math1p5b_prm7b.py \
+      --workdir runs/math_study --config.policy_dir=... --config.prm_dir=...
+
 Runs the search sweep, the difficulty samples and the larger policy's greedy answers
 (each resumable), then the analysis, and writes WORKDIR/report.md, summary.json,
 study.json, the fitted allocations and the figures. See configs/arith/study.py for
-the sizes and ttcjax/tasks/arith_study.py for the stages.
+the sizes and ttcjax/study_runner.py for the stages.
 """
 
 import json
@@ -16,7 +21,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from ttcjax.tasks import arith_study
+from ttcjax.tasks import arith_study, math_study
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -40,7 +45,12 @@ def main(argv):
     bar.set_postfix(tok_s=f"{stats['tokens_generated'] / max(stats['wall_s'], 1e-9):.0f}")
     bar.refresh()
 
-  summary = arith_study.run_study(_CONFIG.value, _WORKDIR.value, progress)
+  task = _CONFIG.value.get("task", "arith")
+  run = {"arith": arith_study.run_study, "math500": math_study.run_study}.get(task)
+  if run is None:
+    raise ValueError(f"The config's task {task!r} is not a study ttcjax runs "
+                     "(arith, math500).")
+  summary = run(_CONFIG.value, _WORKDIR.value, progress)
   for bar in bars.values():
     bar.close()
   print(f"Wrote {os.path.join(_WORKDIR.value, 'report.md')} in {summary['wall_s']:.0f} s.")

@@ -1,14 +1,18 @@
-"""Runs (or resumes) a search sweep on the testbed's shipped models.
+"""Runs (or resumes) a search sweep: the testbed's shipped models, or MATH-500 with
+open checkpoints (a config with task = "math500").
 
   python -m experiments.search --config configs/arith/sweep.py --workdir runs/sweep
   python -m experiments.search --config configs/arith/sweep.py --workdir runs/look \
       --config.problems_per_level=5 --config.budgets='(4,16)'
+  python -m experiments.search --config configs/math500/qwen_math1p5b_prm7b.py \
+      --workdir runs/math_sweep --config.policy_dir=/data/Qwen2.5-Math-1.5B-Instruct \
+      --config.prm_dir=/data/Qwen2.5-Math-PRM-7B
 
 Results go to WORKDIR/results.jsonl, one line per (problem, strategy, budget, seed),
 written as each batch finishes; a restarted run skips what is there.
 
-On several devices the problems are sharded over a "data" mesh axis (all devices by
-default). On a TPU pod or a multi-host GPU cluster, start one process per host with
+On several devices the problems are sharded over a "data" mesh axis (the testbed: all
+devices by default; MATH-500: the config's `mesh`, unless the flags say otherwise). On a TPU pod or a multi-host GPU cluster, start one process per host with
 --distributed: it calls jax.distributed.initialize() (which reads the coordinator
 address and process ids from the cluster environment) before building the mesh.
 """
@@ -19,16 +23,18 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from ttcjax import parallel
-from ttcjax.tasks import testbed
+from ttcjax.tasks import math_study, testbed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A sweep config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it holds this sweep).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() first (multi-host runs).")
-_DATA_SHARDS = flags.DEFINE_integer("data_shards", 0,
-                                    "Devices on the data axis (0: all devices over model_shards).")
-_MODEL_SHARDS = flags.DEFINE_integer("model_shards", 1,
-                                     "Devices each model's weights are split over.")
+_DATA_SHARDS = flags.DEFINE_integer(
+    "data_shards", 0, "Devices on the data axis (0: the config's mesh for MATH-500, else all "
+    "devices over model_shards).")
+_MODEL_SHARDS = flags.DEFINE_integer(
+    "model_shards", 0, "Devices each model's weights are split over (0: the config's mesh "
+    "for MATH-500, else 1).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -36,10 +42,14 @@ def main(argv):
   del argv
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
-  shards = _DATA_SHARDS.value or jax.device_count() // _MODEL_SHARDS.value
+  config = _CONFIG.value
+  math = config.get("task", "arith") == "math500"
   mesh = None
-  if shards * _MODEL_SHARDS.value > 1:
-    mesh = parallel.make_mesh(data=shards, model=_MODEL_SHARDS.value)
+  if _DATA_SHARDS.value or _MODEL_SHARDS.value or not math:
+    model = _MODEL_SHARDS.value or 1
+    shards = _DATA_SHARDS.value or jax.device_count() // model
+    if shards * model > 1:
+      mesh = parallel.make_mesh(data=shards, model=model)
   bar = tqdm(desc="search units", unit="unit", disable=None)
 
   def progress(stats):
@@ -48,8 +58,10 @@ def main(argv):
     bar.set_postfix(tok_s=f"{stats['tokens_generated'] / stats['wall_s']:.0f}")
     bar.refresh()
 
-  stats = testbed.run_search_sweep(_CONFIG.value, _WORKDIR.value, mesh=mesh, progress=progress)
+  run = math_study.run_search_sweep if math else testbed.run_search_sweep
+  stats = run(config, _WORKDIR.value, mesh=mesh, progress=progress)
   bar.close()
+  stats.pop("uids", None)
   print(stats)
 
 

@@ -134,4 +134,5 @@ def test_launcher_prints_the_plan_of_a_math500_config():
       cwd=root, capture_output=True, text=True, timeout=300, check=True).stdout
   # Qwen2.5-Math-1.5B + PRM-7B in bfloat16: 16.07 GiB of parameters on one device.
   assert "| beam | 64 | 1 | 64 | 16.07 |" in out and "| yes |" in out
-  assert "best_of_n, N=64: The search needs" in out  # the first setting that does not fit
+  assert "| best_of_n | 64 | 1 | 64 | 16.07 |" in out  # fits: the PRM scores 8 rows a pass
+  assert "best_of_n, N=256: The search needs" in out  # the first setting that does not fit

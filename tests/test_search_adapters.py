@@ -160,3 +160,25 @@ def test_problem_texts_are_required(setups):
   runner = SearchRunner(**kwargs)
   with pytest.raises(ValueError, match="needs problem_texts"):
     runner.search("best_of_n", list(PROBLEMS), [0, 1], budget=BUDGET, rng=jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("strategy,hyper", [("best_of_n", {}), ("beam", {"beam_width": 2})])
+def test_prm_passes_in_row_slices_give_the_same_search(setups, strategy, hyper):
+  """8 rows at most 3 per pass: 4 strided slices of 2 rows each, one after another."""
+  kwargs, *_ = setups("qwen_math_prm")
+  whole = _search(SearchRunner(**kwargs), strategy, **hyper)
+  sliced = _search(SearchRunner(**kwargs, prm_rows_per_pass=3), strategy, **hyper)
+  np.testing.assert_array_equal(sliced.tokens, whole.tokens)
+  np.testing.assert_array_equal(sliced.step_mask, whole.step_mask)
+  np.testing.assert_allclose(sliced.step_scores, whole.step_scores, atol=1e-6)
+  for field in ("prm_scored", "prm_context", "policy_generated"):
+    np.testing.assert_array_equal(sliced.compute[field], whole.compute[field])
+
+
+def test_row_slices_divide_the_rows(setups):
+  from ttcjax.search.frontier import num_prm_slices  # pylint: disable=import-outside-toplevel
+  assert num_prm_slices(8, 0) == 1 and num_prm_slices(8, 8) == 1
+  assert num_prm_slices(8, 3) == 4 and num_prm_slices(12, 5) == 3 and num_prm_slices(7, 2) == 7
+  kwargs, *_ = setups("qwen_math_prm")
+  with pytest.raises(ValueError, match="prm_rows_per_pass must be 0"):
+    SearchRunner(**kwargs, prm_rows_per_pass=-1)

@@ -23,8 +23,8 @@ Per device, for one `SearchRunner.search` call (B problems per call, N rows each
   buffers, and three float32 [rows, vocab] logits buffers per sampled token (logits,
   log-softmax, the sampler's filtered copy). The passes: policy prefill (B rows, the
   prompt), policy decode (B x N rows, one token), PRM prefill, and the PRM's chunk
-  (B x N rows; best-of-N: the whole solution T plus S suffixes; step-level searches:
-  one step W plus its suffix; lookahead: k steps). Activations are not divided by
+  (B x N rows, or one slice of them; best-of-N: the whole solution T plus S suffixes;
+  step-level searches: one step W plus its suffix; lookahead: k steps). Activations are not divided by
   the model axis (GSPMD may split some; the plan does not count on it).
 
 Checked against `jax.jit(...).lower(...).compile().memory_analysis()` on CPU (a
@@ -33,7 +33,10 @@ come within 2% of the plan in float32 and 8% above it in bfloat16 (XLA:CPU upcas
 bfloat16 operands of its matrix multiplies to float32; GPUs and TPUs do not);
 best-of-N's stay below the plan (1.2x high in float32, 1.4x in bfloat16: XLA:CPU keeps
 only the float32 scores, where a GPU's softmax kernel writes bfloat16 probabilities
-beside them). Not yet checked on a GPU or TPU.
+beside them). With the PRM in row slices (`prm_rows_per_pass`) best-of-N's arguments
+and temporaries fall as planned (N = 32: 456 MiB in one pass, 190 MiB in slices of 16
+rows, 155 MiB in slices of 8; the plan: 602, 266, 209 MiB). Not yet checked on a GPU
+or TPU.
 
 Not counted: XLA's compiled code and scratch, the runtime's own reserve (on GPU JAX
 takes 75% of the memory unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise), and
@@ -60,6 +63,7 @@ from ttcjax.models.config import TransformerConfig, get_config
 from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
 from ttcjax.search.base import SearchSettings, cache_capacity, prm_cache_capacity
+from ttcjax.search.frontier import num_prm_slices
 from ttcjax.search.runner import prm_chunk_steps, prm_suffixes_per_row
 
 GIB = 2**30
@@ -183,7 +187,7 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
                        max_solution_tokens: int, max_steps: int, max_rounds: int = 40,
                        max_prm_prompt_tokens: int | None = None, prm_suffix_length: int = 0,
                        lookahead_steps: int = 0, data_shards: int = 1,
-                       model_shards: int = 1) -> MemoryPlan:
+                       model_shards: int = 1, prm_rows_per_pass: int = 0) -> MemoryPlan:
   """The per-device memory of one `SearchRunner.search` call.
 
   Args:
@@ -198,6 +202,7 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
     prm_suffix_length: L, suffix tokens per step of a PRM adapter (0: no adapter).
     lookahead_steps: k of lookahead search.
     data_shards, model_shards: the mesh.
+    prm_rows_per_pass: the runner's row slicing of PRM passes (0: all rows at once).
 
   Returns:
     A `MemoryPlan`.
@@ -212,13 +217,15 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
   # Only the caps are read (capacities, chunk widths).
   settings = SearchSettings(eos_id=0, pad_id=0, delimiter=None, max_step_tokens=max_step_tokens,
                             max_solution_tokens=max_solution_tokens, max_steps=max_steps,
-                            max_rounds=max_rounds).check()
+                            max_rounds=max_rounds, prm_rows_per_pass=prm_rows_per_pass).check()
   policy_capacity = cache_capacity(max_prompt_tokens, settings)
   prm_prompt = max_prm_prompt_tokens or max_prompt_tokens
   suffixes = prm_suffixes_per_row(strategy, settings, lookahead_steps) if prm_suffix_length else 0
   prm_capacity = prm_cache_capacity(prm_prompt, settings, prm_suffix_length, suffixes)
   problems = problems_per_batch // data_shards
   rows = problems * budget
+  # Slices are taken over the global rows (strided, so each device holds its share).
+  slice_rows = rows // num_prm_slices(problems_per_batch * budget, prm_rows_per_pass)
 
   suffix_width = prm_suffix_length * prm_chunk_steps(strategy, settings, lookahead_steps)
   if strategy == "best_of_n":
@@ -230,7 +237,8 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
       "policy prefill": pass_bytes(policy, problems, max_prompt_tokens, policy_capacity, problems),
       "policy decode": pass_bytes(policy, rows, 1, policy_capacity, rows),
       "PRM prefill": pass_bytes(backbone, problems, prm_prompt + suffix_width, prm_capacity),
-      f"PRM chunk of {prm_chunk} tokens": pass_bytes(backbone, rows, prm_chunk, prm_capacity),
+      f"PRM chunk of {prm_chunk} tokens": pass_bytes(backbone, slice_rows, prm_chunk,
+                                                     prm_capacity),
   }
   activation_pass = max(passes, key=passes.get)
   kv_copies = 1 if strategy == "best_of_n" else 2  # a fork's new buffers beside the old
@@ -274,6 +282,13 @@ def check_fits(plan: MemoryPlan, device_bytes: int) -> MemoryPlan:
     bf16 = replan(plan, policy=_bfloat16(r["policy"]), prm=_bfloat16(r["prm"]))
     suggestions.append(f"bfloat16 weights and caches (param_dtype/dtype 'bfloat16') need "
                        f"{gib(bf16.total)}" + (" and fit" if bf16.total <= device_bytes else ""))
+  global_rows = r["problems_per_batch"] * r["budget"]
+  sliced = [k for k in (global_rows // 2 ** i for i in range(1, 13)) if 0 < k < global_rows
+            and (not r["prm_rows_per_pass"] or k < r["prm_rows_per_pass"])
+            and replan(plan, prm_rows_per_pass=k).total <= device_bytes]
+  if sliced:
+    suggestions.append(f"prm_rows_per_pass={sliced[0]} (the PRM scores rows in slices) fits "
+                       f"({gib(replan(plan, prm_rows_per_pass=sliced[0]).total)})")
   step = r["data_shards"]
   fitting = [b for b in range(r["problems_per_batch"] - step, 0, -step)
              if replan(plan, problems_per_batch=b).total <= device_bytes]

@@ -141,7 +141,12 @@ FIGURES = (
 
 
 def study_figures(results: dict, workdir: str) -> list[str]:
-  """Writes every figure into `workdir`; returns their file names."""
+  """Writes every figure into `workdir` (the exchange's only when the study has one);
+  returns their file names."""
+  drawn = []
   for name, draw in FIGURES:
+    if name == "exchange.png" and results["exchange"] is None:
+      continue
     draw(results, os.path.join(workdir, name))
-  return [name for name, _ in FIGURES]
+    drawn.append(name)
+  return drawn

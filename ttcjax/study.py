@@ -412,9 +412,10 @@ def findings(curves: dict, bins_table: dict, ratios: dict,
 
 
 def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
-            large_records: Sequence[dict], budgets: Sequence[int],
-            small_policy: compute.ModelCost, prm: compute.ModelCost, params_ratio: float,
-            pretraining_tokens: float, exchange_ratios: Sequence[float], num_bins: int = 5,
+            large_records: Sequence[dict] | None, budgets: Sequence[int],
+            small_policy: compute.ModelCost, prm: compute.ModelCost,
+            params_ratio: float | None, pretraining_tokens: float | None,
+            exchange_ratios: Sequence[float], num_bins: int = 5,
             selection: str = "weighted_last", repeats: int = 20, num_draws: int = 16,
             seed: int = 0) -> dict:
   """The whole study's numbers (see the module docstring).
@@ -422,7 +423,8 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
   Args:
     sweep_records: the strategy x budget sweep.
     difficulty_records: one best-of-N run of S samples per question (another seed).
-    large_records: the larger policy's greedy run (budget 1, one per question).
+    large_records: the larger policy's greedy run (budget 1, one per question); None:
+      no larger policy, so no exchange (`"exchange"` is None).
     budgets: the sweep's run budgets (N).
     small_policy, prm: model costs (best-of-N FLOPs at smaller budgets).
     params_ratio: M, the larger policy's parameters over the small one's.
@@ -460,13 +462,21 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
     allocations[kind] = allocation_curve(samples_table, b.bins, num_bins, run_budgets, repeats,
                                          seed)
     per_bin[kind] = per_bin_accuracy(samples_table, b.bins, num_bins)
-  by_uid = {r["uid"]: r for r in large_records}
-  missing = [u for u in uids if u not in by_uid]
-  if missing:
-    raise ValueError(f"The larger policy's run lacks {len(missing)} questions (e.g. {missing[0]}).")
-  large_correct = np.array([by_uid[u]["correct"][0] for u in uids], bool)
-  exchange_rows = exchange(samples_table, optimal["oracle"], bins["oracle"].bins, num_bins,
-                           large_correct, params_ratio, exchange_ratios, pretraining_tokens)
+  exchange_result, exchange_rows = None, []
+  if large_records is not None:
+    by_uid = {r["uid"]: r for r in large_records}
+    missing = [u for u in uids if u not in by_uid]
+    if missing:
+      raise ValueError(f"The larger policy's run lacks {len(missing)} questions "
+                       f"(e.g. {missing[0]}).")
+    if not params_ratio or not pretraining_tokens:
+      raise ValueError("The exchange needs params_ratio and pretraining_tokens (D_pretrain).")
+    large_correct = np.array([by_uid[u]["correct"][0] for u in uids], bool)
+    exchange_rows = exchange(samples_table, optimal["oracle"], bins["oracle"].bins, num_bins,
+                             large_correct, params_ratio, exchange_ratios, pretraining_tokens)
+    exchange_result = {"params_ratio": params_ratio, "pretraining_tokens": pretraining_tokens,
+                       "large_greedy_accuracy": float(large_correct.mean()),
+                       "rows": exchange_rows}
   return {
       "questions": len(uids), "num_bins": num_bins, "selection": selection,
       "budgets": run_budgets, "difficulty_samples": num_samples,
@@ -479,7 +489,6 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
       "efficiency_ratio": ratios,
       "efficiency_ratio_with_estimation": ratios_charged,
       "allocation": allocations,
-      "exchange": {"params_ratio": params_ratio, "pretraining_tokens": pretraining_tokens,
-                   "large_greedy_accuracy": float(large_correct.mean()), "rows": exchange_rows},
+      "exchange": exchange_result,
       "findings": findings(curves, per_bin["oracle"], ratios, exchange_rows),
   }

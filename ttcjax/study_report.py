@@ -21,7 +21,8 @@ def render(results: dict, summary: dict) -> str:
   budgets = results["budgets"]
   k = results["num_bins"]
   out = [
-      "# Compute-optimal test-time search on the arithmetic testbed", "",
+      f"# Compute-optimal test-time search: {summary.get('task_title', 'the arithmetic testbed')}",
+      "",
       f"{summary['date']}; {summary['machine']}; wall time {summary['wall_s']:.0f} s "
       f"(searches {summary['search_s']:.0f} s){'; quick size' if summary['quick'] else ''}.",
       "",
@@ -30,9 +31,17 @@ def render(results: dict, summary: dict) -> str:
       f"{results['difficulty_samples']} separate samples per question (estimating them costs "
       f"{results['difficulty_estimate_cost']['flops']:.3g} FLOPs per question). Held-out "
       "figures are two-fold cross-validated over random splits (mean, 2.5-97.5 percentile "
-      "interval). Sources: `sweep/results.jsonl`, `difficulty/results.jsonl`, "
-      "`large_greedy/results.jsonl` (one line per question, strategy, budget, seed), "
-      "analysed into `study.json`.", "",
+      "interval). Sources: "
+      + ", ".join(f"`{stage}/results.jsonl`" for stage in summary.get(
+          "search_units", ("sweep", "difficulty", "large_greedy")))
+      + " (one line per question, strategy, budget, seed), analysed into `study.json`.", ""]
+  skipped = summary.get("skipped_problems") or []
+  if skipped:
+    out += [f"{len(skipped)} problem(s) were skipped and are not among the questions "
+            "(listed in `skipped.json`): "
+            + "; ".join(f"{s['uid']}: {s['reason']}" for s in skipped[:5])
+            + ("; ..." if len(skipped) > 5 else ""), ""]
+  out += [
       "## Accuracy against generation budget", "",
       "Mean accuracy over all questions, FLOPs per question in brackets (policy and PRM, "
       "live context).", ""]
@@ -87,12 +96,24 @@ def render(results: dict, summary: dict) -> str:
     out += [f"**{kind.capitalize()} bins.**", ""]
     out += _table(["mean budget", "allocating solver", "spent (held out)",
                    "fixed budget, compute-optimal", "choice per bin"], rows)
+  out += _exchange_section(results, k)
+  out += ["## The paper's findings in this study", ""]
+  out += _table(["finding", "holds here", "evidence"],
+                [[f["claim"], {True: "yes", False: "no", None: "n/a"}[f["holds"]], f["evidence"]]
+                 for f in results["findings"]])
+  return "\n".join(out)
+
+
+def _exchange_section(results: dict, k: int) -> list[str]:
   ex = results["exchange"]
+  out = ["## Test-time compute against a larger model (FLOPs-matched)", ""]
+  if ex is None:
+    return out + ["No larger policy was configured (`large_policy_dir`), so there is no "
+                  "exchange.", ""]
   models = results.get("models", {})
-  out += ["## Test-time compute against a larger model (FLOPs-matched)", "",
-          f"The larger policy has {ex['params_ratio']:.2f}x the parameters "
+  out += [f"The larger policy has {ex['params_ratio']:.2f}x the parameters "
           f"({models.get('large_params', '?')} vs {models.get('small_params', '?')}); both "
-          f"were trained on D_pretrain = {ex['pretraining_tokens']:.3g} tokens. At "
+          f"are taken as trained on D_pretrain = {ex['pretraining_tokens']:.3g} tokens. At "
           "R = D_inference / D_pretrain the small policy may spend X = M + 3 (M - 1) / R "
           "greedy-answer equivalents; it gets the largest budget run that does not exceed X "
           f"(compute-optimal, oracle bins, held out). The larger policy decodes greedily "
@@ -106,8 +127,4 @@ def render(results: dict, summary: dict) -> str:
                 + [f"{row['all']['small']:.3f} / {row['all']['large']:.3f}"])
   out += _table(["R", "X", "budget used"] + [f"bin {i + 1} small / large" for i in range(k)]
                 + ["all"], rows)
-  out += ["![exchange](exchange.png)", "", "## The paper's findings on this testbed", ""]
-  out += _table(["finding", "holds here", "evidence"],
-                [[f["claim"], {True: "yes", False: "no", None: "n/a"}[f["holds"]], f["evidence"]]
-                 for f in results["findings"]])
-  return "\n".join(out)
+  return out + ["![exchange](exchange.png)", ""]

@@ -1,8 +1,10 @@
-"""Fields shared by the MATH-500 search configs (open policies and published PRMs).
+"""Fields shared by the MATH-500 configs (open policies and published PRMs).
 
-Every path is local: checkpoints are directories in Hugging Face layout that the user
-downloaded (the "/ckpt/..." placeholders are to be overridden), and `data_path` is
-relative to the repository root unless absolute.
+One config serves the sweep (`experiments.search`), the study (`experiments.reproduce`)
+and the memory plan (`experiments.memory_plan`). Every path is local: checkpoints are
+directories in Hugging Face layout that the user downloaded (the "/ckpt/..."
+placeholders are to be overridden), and `data_path` is relative to the repository root
+unless absolute.
 """
 
 import ml_collections
@@ -13,7 +15,7 @@ DATA_PATH = "../shared/data/math500_test.jsonl"
 def search_config(*, policy_dir: str, policy_preset: str, prm_dir: str, prm_family: str,
                   system_prompt: str, problems_per_batch: int,
                   mesh: tuple[int, int] = (1, 1)) -> ml_collections.ConfigDict:
-  """A MATH-500 search: sampling as Snell et al. / search-and-learn, caps, mesh.
+  """A MATH-500 study: sampling as Snell et al. / search-and-learn, caps, mesh.
 
   Args:
     policy_dir, prm_dir: local checkpoint directories (placeholders to override).
@@ -21,30 +23,64 @@ def search_config(*, policy_dir: str, policy_preset: str, prm_dir: str, prm_fami
       memory without the checkpoint).
     prm_family: a `ttcjax.models.prm_adapters.ADAPTERS` family (its published shape in
       `ttcjax.memory_plan.PUBLISHED_PRMS`).
-    system_prompt: the policy's system turn.
+    system_prompt: the policy's system turn (None: ttcjax's default instruction).
     problems_per_batch: problems per search call (a multiple of the data shards).
     mesh: (data, model) shards.
   """
   c = ml_collections.ConfigDict()
+  c.task = "math500"
   c.policy_dir = policy_dir
   c.policy_preset = policy_preset
+  c.policy_eos_token = ml_collections.config_dict.placeholder(str)  # None: the tokenizer's
   c.prm_dir = prm_dir
   c.prm_family = prm_family
   c.data_path = DATA_PATH
+  c.num_problems = ml_collections.config_dict.placeholder(int)  # None: every problem
+  # The prompt: the policy's chat template (plain text without one), this system turn,
+  # and few_shot worked examples (built in, or the first of few_shot_path's solutions;
+  # Snell et al. used 4 from MATH's training split).
   c.system_prompt = system_prompt
-  c.seed = 0
+  c.use_chat_template = True
+  c.few_shot = 0
+  c.few_shot_path = ml_collections.config_dict.placeholder(str)
+  c.seeds = (0,)
   c.temperature = 0.8
   c.top_p = 1.0
   c.budgets = (4, 16, 64, 256)
-  c.beam_width = 4
-  c.strategies = ("best_of_n", "beam", "dvts")
+  c.strategies = [
+      dict(name="best_of_n", max_budget_only=True),
+      dict(name="beam", beam_width=4, label="beam"),
+      dict(name="dvts", beam_width=4, label="dvts"),
+  ]
   # Prompts: the longest MATH-500 problem is 1,733 characters (about 600 tokens) before
   # the chat template and system turn. Steps end at "\n\n" or 512 tokens; solutions at
-  # 2048 tokens (search-and-learn's max_tokens); S = 40 score columns; 40 rounds.
+  # 2048 tokens (search-and-learn's max_tokens); S = 40 score columns; 40 rounds. The PRM
+  # scores at most 8 rows per pass (best-of-N's whole-solution pass would otherwise
+  # hold [N, heads, 2048, capacity] attention scores at once).
   c.caps = dict(max_prompt_tokens=1024, max_prm_prompt_tokens=1024, max_step_tokens=512,
-                max_solution_tokens=2048, max_steps=40, max_rounds=40)
+                max_solution_tokens=2048, max_steps=40, max_rounds=40, prm_rows_per_pass=8)
   c.step_delimiter = "\n\n"
   c.dtype = "bfloat16"  # parameters and KV caches
   c.problems_per_batch = problems_per_batch
   c.mesh = dict(data=mesh[0], model=mesh[1])
+  # Usable GiB per device for the memory check before a run (0: what the accelerator
+  # reports; a CPU is not checked).
+  c.device_gb = 0.0
+  # The study (experiments.reproduce): difficulty from 16 more samples per problem,
+  # 5 bins, answers by best-of-N weighted (last step score), 2-fold CV over 50 splits.
+  c.difficulty_samples = 16
+  c.difficulty_seed = 1000
+  c.num_bins = 5
+  c.selection = "weighted_last"
+  c.cv_repeats = 50
+  c.num_draws = 16
+  c.analysis_seed = 0
+  # The FLOPs-matched exchange against a larger policy (its greedy answers), when
+  # large_policy_dir is set; pretraining_tokens is D_pretrain of the pair.
+  c.large_policy_dir = ""
+  c.pretraining_tokens = 0.0
+  c.exchange_ratios = (0.16, 0.79, 22.0)
+  c.quick = False
+  c.quick_overrides = dict(num_problems=20, budgets=(4, 16), difficulty_samples=4,
+                           cv_repeats=10)
   return c

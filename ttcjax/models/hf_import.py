@@ -389,6 +389,27 @@ def load_hf_checkpoint(path: str, dtype=None) -> tuple[TransformerConfig, dict]:
   return config, params
 
 
+def load_hf_prm_config(path: str, dtype=None, positive_token_id: int | None = None,
+                       negative_token_id: int | None = None) -> PrmConfig:
+  """The `PrmConfig` `load_hf_prm` would return, without reading the weights (e.g. to
+  count a PRM's FLOPs). Arguments and errors as `load_hf_prm`'s."""
+  hf = _read_json(os.path.join(path, "config.json"), "config.json")
+  arch = _architecture(hf, path)
+  has_tokens = positive_token_id is not None or negative_token_id is not None
+  if arch in CAUSAL_LM_ARCHITECTURES:
+    if positive_token_id is None or negative_token_id is None:
+      raise ValueError(
+          f"{path} holds a {arch}, which loads as a token-logit PRM only: pass both "
+          "positive_token_id and negative_token_id (the ids of the '+' and '-' tags).")
+    return PrmConfig(backbone=load_hf_config(path, dtype=dtype), kind="token_logit",
+                     positive_token_id=positive_token_id, negative_token_id=negative_token_id)
+  if has_tokens:
+    raise ValueError(f"{path} holds a {arch} with its own value head; do not pass "
+                     "positive_token_id / negative_token_id.")
+  config = load_hf_config(path, dtype=dtype)
+  return PrmConfig(backbone=config, kind="value", num_labels=2, head_hidden=config.hidden_size)
+
+
 def load_hf_prm(path: str, dtype=None, positive_token_id: int | None = None,
                 negative_token_id: int | None = None) -> tuple[PrmConfig, dict]:
   """Loads a process reward model from a local checkpoint directory.
@@ -417,25 +438,10 @@ def load_hf_prm(path: str, dtype=None, positive_token_id: int | None = None,
     ValueError: as `load_hf_checkpoint`, or token ids given for a value PRM / missing
       for a causal LM.
   """
-  hf = _read_json(os.path.join(path, "config.json"), "config.json")
-  arch = _architecture(hf, path)
-  has_tokens = positive_token_id is not None or negative_token_id is not None
-  if arch in CAUSAL_LM_ARCHITECTURES:
-    if positive_token_id is None or negative_token_id is None:
-      raise ValueError(
-          f"{path} holds a {arch}, which loads as a token-logit PRM only: pass both "
-          "positive_token_id and negative_token_id (the ids of the '+' and '-' tags).")
-    config, params = load_hf_checkpoint(path, dtype=dtype)
-    prm = PrmConfig(backbone=config, kind="token_logit", positive_token_id=positive_token_id,
-                    negative_token_id=negative_token_id)
-    return prm, {"backbone": params}
-  if has_tokens:
-    raise ValueError(f"{path} holds a {arch} with its own value head; do not pass "
-                     "positive_token_id / negative_token_id.")
-
-  config = load_hf_config(path, dtype=dtype)
-  hidden = config.hidden_size
-  prm = PrmConfig(backbone=config, kind="value", num_labels=2, head_hidden=hidden)
+  prm = load_hf_prm_config(path, dtype, positive_token_id, negative_token_id)
+  if prm.kind == "token_logit":
+    return prm, {"backbone": load_hf_checkpoint(path, dtype=dtype)[1]}
+  config = prm.backbone
   shapes = jax.eval_shape(lambda: init_prm_params(prm, jax.random.PRNGKey(0)))
   reader = SafetensorsReader(path)
   used: set[str] = set()

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import datetime
-import functools
 import json
 import os
 import re
@@ -43,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ttcjax.models import chat_template
 from ttcjax.models.hf_import import load_hf_prm, load_hf_tokenizer
 from ttcjax.models.prm import PrmConfig, token_scores
 from ttcjax.models.tokenizer import HFTokenizer, Tokenizer
@@ -58,27 +57,6 @@ _score_jit = jax.jit(token_scores, static_argnames=("config",))
 # Text a policy and a PRM must tokenize alike to share token ids (`check_tokenizer`).
 _TOKENIZER_PROBES = ("Step 1: 3 \\cdot 4 = 12.\n\n",
                      "So $x^2 + 2x - 1 = 0$; the answer is \\boxed{\\frac{1}{2}}.", " + - ")
-
-
-@functools.lru_cache(maxsize=16)
-def _compile_template(template: str):
-  try:
-    import jinja2  # pylint: disable=import-outside-toplevel
-    from jinja2 import sandbox  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise ValueError("Rendering a PRM's chat template needs jinja2: pip install jinja2.") from None
-
-  def raise_exception(message):
-    raise jinja2.exceptions.TemplateError(message)
-
-  # The environment of transformers' apply_chat_template, so that the text matches.
-  env = sandbox.ImmutableSandboxedEnvironment(
-      trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-  env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False,
-                                                                 indent=indent)
-  env.globals["raise_exception"] = raise_exception
-  env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
-  return env.from_string(template)
 
 
 def _between(text: str, start: str | None, end: str) -> str:
@@ -137,32 +115,20 @@ def _strip_tables(tokenizer: HFTokenizer, special_ids: set[int]) -> tuple[np.nda
   return drop, rstrip
 
 
-def _tokenizer_fields(path: str, chat_template: str | None, family: str,
+def _tokenizer_fields(path: str, template_override: str | None, family: str,
                       needs_template: bool) -> dict:
   """The `PrmAdapter` fields every family reads from the tokenizer files in `path`."""
   tokenizer = load_hf_tokenizer(path)
 
-  def read(name, parse, default):
-    if not os.path.isfile(os.path.join(path, name)):
-      return default
-    with open(os.path.join(path, name)) as f:
-      return parse(f)
-
-  config = read("tokenizer_config.json", json.load, {})
-  template = config.get("chat_template")
-  if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
-    template = {t.get("name"): t.get("template") for t in template}.get("default")
-  # transformers >= 4.50 saves the template beside the config.
-  template = chat_template or read("chat_template.jinja", lambda f: f.read(), template)
+  template, special = chat_template.read_checkpoint_template(path)
+  template = template_override or template
   if needs_template and not template:
     raise ValueError(
         f"{path} has no chat template (tokenizer_config.json 'chat_template' or "
         f"chat_template.jinja), which the {family} layout is rendered from; copy the "
         "tokenizer files of the published checkpoint, or pass chat_template=...")
-  special = {k: v.get("content") if isinstance(v, dict) else v for k, v in config.items()
-             if k.endswith("_token")}  # bos_token, eos_token, ... as the template sees them
-  special = {k: v for k, v in special.items() if isinstance(v, str)}
-  added = read("tokenizer.json", json.load, {}).get("added_tokens", [])
+  with open(os.path.join(path, "tokenizer.json"), encoding="utf-8") as f:
+    added = json.load(f).get("added_tokens", [])
   drop, rstrip = _strip_tables(tokenizer, {int(t["id"]) for t in added if t.get("special")})
   return dict(path=path, tokenizer=tokenizer, chat_template=template, special_tokens=special,
               drop_table=drop, rstrip_table=rstrip)
@@ -217,8 +183,7 @@ class PrmAdapter(abc.ABC):
 
   def _render(self, messages: list[dict], until: str | None = None) -> str:
     """The chat template's text of `messages` (up to the mark `until`)."""
-    text = _compile_template(self.chat_template).render(
-        messages=messages, add_generation_prompt=False, **self.special_tokens)
+    text = chat_template.render(self.chat_template, messages, **self.special_tokens)
     for name in _TEMPLATE_TOKEN.findall(text):  # not spelled out in bytes
       _one_token(self.tokenizer, name, "chat-template token", self.family, self.path)
     return text if until is None else _between(text, None, until)

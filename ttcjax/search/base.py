@@ -80,6 +80,10 @@ class SearchSettings:
     max_steps: S, columns of the step-score table; a solution with more steps keeps
       its last step's score in column S-1 (the steps in between are not kept).
     max_rounds: step-level searches stop after this many rounds (the paper: 40).
+    prm_rows_per_pass: 0, or the most rows one PRM pass over new tokens runs at once;
+      more rows are scored in slices one after another, which bounds the pass's
+      activations (best-of-N scores whole solutions: [rows, heads, T, capacity]
+      attention scores at once) at the price of a sequential loop.
   """
 
   eos_id: int = flax.struct.field(pytree_node=False)
@@ -89,11 +93,15 @@ class SearchSettings:
   max_solution_tokens: int = flax.struct.field(pytree_node=False)
   max_steps: int = flax.struct.field(pytree_node=False, default=40)
   max_rounds: int = flax.struct.field(pytree_node=False, default=40)
+  prm_rows_per_pass: int = flax.struct.field(pytree_node=False, default=0)
 
   def check(self) -> "SearchSettings":
     for name in ("max_step_tokens", "max_solution_tokens", "max_steps", "max_rounds"):
       if getattr(self, name) <= 0:
         raise ValueError(f"SearchSettings.{name} must be positive, got {getattr(self, name)}.")
+    if self.prm_rows_per_pass < 0:
+      raise ValueError(f"prm_rows_per_pass must be 0 (all rows) or positive, got "
+                       f"{self.prm_rows_per_pass}.")
     if self.max_step_tokens > self.max_solution_tokens:
       raise ValueError(f"max_step_tokens ({self.max_step_tokens}) cannot exceed "
                        f"max_solution_tokens ({self.max_solution_tokens}).")

@@ -75,29 +75,71 @@ def _scored_step_ends(step_end: jax.Array, first_step: jax.Array, max_steps: int
   return step_end & ((first_step[:, None] + seen - 1 < max_steps - 1) | is_last)
 
 
+def num_prm_slices(rows: int, rows_per_pass: int) -> int:
+  """How many slices a PRM pass over `rows` rows runs in: the fewest that divide the
+  rows and hold at most `rows_per_pass` each (0: one pass)."""
+  if not rows_per_pass or rows <= rows_per_pass:
+    return 1
+  return next(s for s in range(-(-rows // rows_per_pass), rows + 1) if rows % s == 0)
+
+
+def _in_slices(fn, slices: int, tokens, cache, num_new, step_end):
+  """fn(tokens, cache, num_new, step_end) -> (scores, cache) over row slices in turn.
+
+  Slice i holds rows i, i + slices, i + 2 slices, ...: strided, so that rows sharded
+  over the mesh's data axis in contiguous blocks give every slice the same number of
+  rows on each device, and no slice moves rows between devices. The cache is updated
+  in place slice by slice (the loop carries it).
+  """
+  rows = tokens.shape[0]
+  view = lambda x: x.reshape((rows // slices, slices) + x.shape[1:])
+  take = lambda x, i: jax.lax.dynamic_index_in_dim(view(x), i, axis=1, keepdims=False)
+  put = lambda full, part, i: jax.lax.dynamic_update_index_in_dim(
+      view(full), part, i, axis=1).reshape(full.shape)
+
+  def body(i, carry):
+    scores, full_cache = carry
+    part_scores, part_cache = fn(take(tokens, i), jax.tree.map(lambda x: take(x, i), full_cache),
+                                 take(num_new, i), take(step_end, i))
+    return (put(scores, part_scores.astype(scores.dtype), i),
+            jax.tree.map(lambda f, p: put(f, p, i), full_cache, part_cache))
+
+  scores = jnp.zeros(tokens.shape, jnp.float32)
+  return jax.lax.fori_loop(0, slices, body, (scores, cache))
+
+
 def score_new_tokens(prm_fn: PrmFn, prm_params, tokens: jax.Array, cache, num_new: jax.Array,
-                     step_end: jax.Array) -> tuple[jax.Array, object]:
+                     step_end: jax.Array, rows_per_pass: int = 0) -> tuple[jax.Array, object]:
   """`prm_fn` over a chunk of new tokens, run at half the chunk's width when every row
-  fits in it.
+  fits in it, and over at most `rows_per_pass` rows at a time when that is set.
 
   A round's steps are usually far shorter than the step cap the chunk is sized for
   (9 tokens on average against 32 on the testbed), and the PRM's cost grows with the
   width it runs; both widths are compiled and `lax.switch` picks one at run time.
-  Positions past a row's `num_new` are never read, so the result is the same.
+  Positions past a row's `num_new` are never read, so the result is the same; so is
+  it in slices, as rows never read each other.
 
   Args:
     tokens: [R, K] new tokens; num_new: [R]; step_end: [R, K] (see `PrmFn`).
+    rows_per_pass: `SearchSettings.prm_rows_per_pass`.
 
   Returns:
     (scores [R, K], the updated cache), as `prm_fn` returns them.
   """
   width = tokens.shape[1]
   widths = (width // 2, width) if width >= 2 else (width,)
+  slices = num_prm_slices(tokens.shape[0], rows_per_pass)
 
   def run(w):
+    def score(t, c, n, e):
+      return prm_fn(prm_params, t[:, :w], c, n, step_end=e[:, :w])
+
     def call(_):
-      scores, new_cache = prm_fn(prm_params, tokens[:, :w], cache, num_new,
-                                 step_end=step_end[:, :w])
+      if slices == 1:
+        scores, new_cache = score(tokens, cache, num_new, step_end)
+      else:
+        scores, new_cache = _in_slices(score, slices, tokens[:, :w], cache, num_new,
+                                       step_end[:, :w])
       return jnp.pad(scores, ((0, 0), (0, width - w))), new_cache
     return call
 
@@ -179,7 +221,8 @@ def expand(frontier: Frontier, policy_fn: DecodeFn, policy_params, prm_fn: PrmFn
   new = out.lengths
   scores, prm_cache = score_new_tokens(
       prm_fn, prm_params, out.tokens, frontier.prm_cache, new,
-      _scored_step_ends(out.step_end, frontier.num_steps, settings.max_steps))
+      _scored_step_ends(out.step_end, frontier.num_steps, settings.max_steps),
+      settings.prm_rows_per_pass)
   table = gather_step_scores(scores, out.step_end, settings.max_steps, first_step=frontier.num_steps,
                              keep_last=True)
   newest = jnp.take_along_axis(scores, jnp.maximum(new - 1, 0)[:, None], axis=1)[:, 0]
@@ -224,7 +267,7 @@ def lookahead_values(frontier: Frontier, step_scores: jax.Array, policy_fn: Deco
                      max_solution_tokens=settings.max_solution_tokens, pad_id=settings.pad_id)
   # At most k steps: an adapter wrapped for k steps per chunk gives each its suffix.
   scores, rollout_cache = score_new_tokens(prm_fn, prm_params, out.tokens, frontier.prm_cache,
-                                           out.lengths, out.step_end)
+                                           out.lengths, out.step_end, settings.prm_rows_per_pass)
   value = jnp.take_along_axis(scores, jnp.maximum(out.lengths - 1, 0)[:, None], axis=1)[:, 0]
   b = frontier.compute.policy_generated.shape[0]
   prm_scored, prm_context = _prm_spent(frontier.prm_cache, rollout_cache, b)

@@ -115,6 +115,8 @@ class SearchRunner:
       the policy's prompt and tokens as they are (a PRM trained on them).
     max_prm_prompt_tokens: the PRM prompt buffer with an adapter (default
       `max_prompt_tokens`); longer PRM prompts raise.
+    prm_rows_per_pass: score at most this many rows per PRM pass (0: all at once); see
+      `SearchSettings.prm_rows_per_pass`.
   """
 
   def __init__(self, policy: tuple[TransformerConfig, dict], prm: tuple[PrmConfig, dict],
@@ -122,7 +124,7 @@ class SearchRunner:
                max_prompt_tokens: int, max_step_tokens: int, max_solution_tokens: int,
                max_steps: int, max_rounds: int = 40, step_delimiter: str = "\n\n",
                mesh: Mesh | None = None, prm_adapter: PrmAdapter | None = None,
-               max_prm_prompt_tokens: int | None = None):
+               max_prm_prompt_tokens: int | None = None, prm_rows_per_pass: int = 0):
     (self.policy_config, policy_params), (self.prm_config, prm_params) = policy, prm
     self.tokenizer, self.answer_fn = tokenizer, answer_fn
     self.max_prompt_tokens = max_prompt_tokens
@@ -135,7 +137,7 @@ class SearchRunner:
         eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
         delimiter=StepDelimiter.build(tokenizer, step_delimiter, self.policy_config.vocab_size),
         max_step_tokens=max_step_tokens, max_solution_tokens=max_solution_tokens,
-        max_steps=max_steps, max_rounds=max_rounds).check()
+        max_steps=max_steps, max_rounds=max_rounds, prm_rows_per_pass=prm_rows_per_pass).check()
     self.mesh = mesh
     if mesh is not None and DATA_AXIS not in mesh.axis_names:
       raise ValueError(f"The mesh needs a {DATA_AXIS!r} axis, has {mesh.axis_names}.")

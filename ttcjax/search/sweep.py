@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import jax
 import numpy as np
@@ -127,8 +127,15 @@ def read_results(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def same_answer(answer: Hashable | None, correct_answer: Any) -> bool:
+  """The default judge: a canonical answer is right when it equals the canonical
+  correct one."""
+  return answer is not None and answer == correct_answer
+
+
 def _records(unit: Unit, hyper: dict, result, problems: Sequence[Any], correct_answers: Sequence,
-             policy_cost: compute.ModelCost, prm_cost: compute.ModelCost) -> list[dict]:
+             policy_cost: compute.ModelCost, prm_cost: compute.ModelCost,
+             judge: Callable[[Hashable | None, Any], bool], unit_wall_s: float) -> list[dict]:
   flops = compute.search_flops(result.compute, policy_cost, prm_cost)
   out = []
   for i, problem in enumerate(problems):
@@ -141,13 +148,14 @@ def _records(unit: Unit, hyper: dict, result, problems: Sequence[Any], correct_a
         "generation_budget": compute.generation_budget(unit.budget,
                                                        hyper.get("lookahead_steps", 0)),
         "answers": result.answers[i], "correct_answer": correct_answers[i],
-        "correct": [a is not None and a == correct_answers[i] for a in result.answers[i]],
+        "correct": [bool(judge(a, correct_answers[i])) for a in result.answers[i]],
         "step_scores": [[round(float(s), 5) for s in row[m]]
                         for row, m in zip(result.step_scores[i], mask)],
         "finished": result.finished[i].tolist(),
         "lengths": result.lengths[i].tolist(),
         "compute": {k: float(v[i]) for k, v in result.compute.items()},
         "flops": {k: float(v[i]) for k, v in flops.items()},
+        "unit_wall_s": round(unit_wall_s, 3),
     })
   return out
 
@@ -155,7 +163,9 @@ def _records(unit: Unit, hyper: dict, result, problems: Sequence[Any], correct_a
 def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[str],
               problem_ids: Sequence[int], correct_answers: Sequence, units: Iterable[Unit], path: str, sampler: Sampler,
               problems_per_batch: int, stop_after_units: int | None = None,
-              progress: Callable[[dict], None] | None = None) -> dict:
+              progress: Callable[[dict], None] | None = None,
+              problem_texts: Sequence[str] | None = None,
+              judge: Callable[[Hashable | None, Any], bool] = same_answer) -> dict:
   """Runs every unit not yet in `path`, appending its records.
 
   Batches shorter than `problems_per_batch` are padded by repeating their last
@@ -166,13 +176,16 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
     problems: objects with `uid` (and `level`).
     prompts: their prompt texts.
     problem_ids: their stable integer ids (a problem's search depends only on its id).
-    correct_answers: their canonical answers.
+    correct_answers: their correct answers (what `judge` compares with).
     units: from `plan_units`.
     path: the JSON-lines results file.
     sampler: how steps are sampled.
     problems_per_batch: the batch size units were planned with.
     stop_after_units: stop after this many units run (for tests of resumption).
     progress: called after each unit with running totals.
+    problem_texts: the problems as a PRM adapter's prompt states them (runners with an
+      adapter need them; see `SearchRunner.search`).
+    judge: (a candidate's canonical answer, the correct answer) -> right or not.
 
   Returns:
     {"units_run", "units_skipped", "records_written", "tokens_generated", "wall_s"}.
@@ -196,13 +209,18 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
       hyper = unit.setting.resolve(unit.budget)
       padded = todo + [todo[-1]] * (problems_per_batch - len(todo))
       padded += [todo[-1]] * (-len(padded) % runner.data_shards)
+      unit_start = time.perf_counter()
       result = runner.search(unit.setting.name, [prompts[i] for i in padded],
                              [problem_ids[i] for i in padded],
                              budget=unit.budget, rng=jax.random.PRNGKey(unit.seed),
-                             sampler=sampler, **hyper)
+                             sampler=sampler,
+                             problem_texts=None if problem_texts is None else
+                             [problem_texts[i] for i in padded], **hyper)
       result = result.take(len(todo))
-      for record in _records(unit, hyper, result, [problems[i] for i in todo],
-                             [correct_answers[i] for i in todo], policy_cost, prm_cost):
+      records = _records(unit, hyper, result, [problems[i] for i in todo],
+                         [correct_answers[i] for i in todo], policy_cost, prm_cost, judge,
+                         time.perf_counter() - unit_start)
+      for record in records:
         f.write(json.dumps(record) + "\n")
       f.flush()
       stats["units_run"] += 1

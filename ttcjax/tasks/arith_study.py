@@ -1,44 +1,25 @@
-"""The compute-optimal scaling study on the testbed, end to end.
+"""The compute-optimal scaling study on the testbed (`ttcjax.study_runner` does the run).
 
-`run_study(config, workdir)` runs, in `workdir`:
-
-1. `sweep/`: every configured strategy x budget over the evaluation problems with
-   the small policy and the PRM (`ttcjax.search.sweep`, resumable);
-2. `difficulty/`: S best-of-N samples per problem from another seed, whose pass@1
-   and mean final PRM score bin the problems (oracle and predicted difficulty);
-3. `large_greedy/`: the larger shipped policy's greedy answer to each problem;
-4. the analysis (`ttcjax.study.analyse`), written as `study.json`; the fitted
-   allocations (`allocation_oracle.json`, `allocation_predicted.json`); the figures
-   (`ttcjax.plots`); `report.md`; and `summary.json` with the headline figures.
-
+`run_study(config, workdir)` runs the study of a `configs/arith/study.py` config: the
+small and large shipped policies and the shipped PRM over the testbed's test problems.
 `apply_allocation` then solves new problems with a fitted allocation.
-
-Stages 1-3 append JSON lines as they go and skip what is done, so a killed study
-resumes where it stopped and a finished one is re-analysed in seconds. The stages
-keep their own run configs: a later, larger study (more problems or budgets) may
-reuse a smaller one's workdir, while one with other strategies or models is refused.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-import os
-import platform
-import time
 from typing import Callable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from ttcjax import allocation, compute, plots, study, study_report
+from ttcjax import allocation, compute, study, study_runner
 from ttcjax.sampling import Sampler
 from ttcjax.search import report, select, sweep
+from ttcjax.study_runner import STAGES, resolve_config  # pylint: disable=unused-import
 from ttcjax.tasks import arith, testbed
 
 TASK = "arith"
-STAGES = ("sweep", "difficulty", "large_greedy")
 
 
 def stage_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
@@ -59,61 +40,14 @@ def stage_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections
           zip(STAGES, (sweep_config, difficulty_config, large_config))}
 
 
-def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of a `configs/arith/study.py` config with its quick overrides applied when
-  `quick` is set."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  if config.quick:
-    config.update(config.quick_overrides.to_dict())
-  return config
+def _run_stage(stage_config: ml_collections.ConfigDict, workdir: str,
+               progress: Callable[[dict], None] | None) -> dict:
+  stats = testbed.run_search_sweep(stage_config, workdir, progress=progress)
+  uids = [p.uid for p in testbed.evaluation_problems(stage_config.problems_per_level)]
+  return dict(stats, uids=uids, skipped=[])
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """ValueError for a study config that cannot run (before anything is computed)."""
-  if config.num_bins < 1 or 10 * config.problems_per_level < 2 * config.num_bins:
-    raise ValueError(f"{10 * config.problems_per_level} problems cannot fill {config.num_bins} "
-                     "difficulty bins in two folds; raise problems_per_level or lower num_bins.")
-  if config.difficulty_samples < 1:
-    raise ValueError(f"difficulty_samples must be positive, got {config.difficulty_samples}.")
-  if config.difficulty_seed in tuple(config.seeds):
-    raise ValueError(f"difficulty_seed {config.difficulty_seed} is also a sweep seed; the "
-                     "difficulty samples must be drawn apart from the evaluated ones.")
-  if not any(s.get("name") == "best_of_n" for s in config.strategies):
-    raise ValueError("The study compares against best-of-N: add a best_of_n strategy.")
-  if config.cv_repeats < 1 or not config.exchange_ratios:
-    raise ValueError("cv_repeats must be positive and exchange_ratios non-empty.")
-
-
-def _records(workdir: str, stage_config: ml_collections.ConfigDict) -> list[dict]:
-  """The stage's records for exactly this config's problems, budgets and seeds (a
-  reused workdir may hold more)."""
-  uids = {p.uid for p in testbed.evaluation_problems(stage_config.problems_per_level)}
-  budgets, seeds = set(stage_config.budgets), set(stage_config.seeds)
-  return [r for r in sweep.read_results(os.path.join(workdir, "results.jsonl"))
-          if r["uid"] in uids and r["budget"] in budgets and r["seed"] in seeds]
-
-
-def run_study(config: ml_collections.ConfigDict, workdir: str,
-              progress: Callable[[str, dict], None] | None = None) -> dict:
-  """Runs (or resumes) the study and writes its outputs; returns `summary.json`'s dict.
-
-  Args:
-    config: a `configs/arith/study.py` config (`resolve_config` applies `quick`).
-    workdir: the study's directory.
-    progress: called as progress(stage, stats) after each search unit.
-  """
-  config = resolve_config(config)
-  check_config(config)
-  start = time.perf_counter()
-  os.makedirs(workdir, exist_ok=True)
-  configs = stage_configs(config)
-  stage_stats = {}
-  for name in STAGES:
-    stage_stats[name] = testbed.run_search_sweep(
-        configs[name], os.path.join(workdir, name),
-        progress=None if progress is None else (lambda stats, name=name: progress(name, stats)))
-  search_s = time.perf_counter() - start
-
+def _model_facts(config: ml_collections.ConfigDict) -> study_runner.ModelFacts:
   small, _, small_extra = testbed.load_policy(config.policy_dir)
   large, _, large_extra = testbed.load_policy(config.large_policy_dir)
   prm = testbed.load_reward_model(config.prm_dir)[0]
@@ -121,63 +55,26 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   if None in tokens:
     raise ValueError("The policies' exports do not record their training tokens (extra."
                      "train_tokens); the exchange needs D_pretrain.")
-  records = {name: _records(os.path.join(workdir, name), configs[name]) for name in STAGES}
-  results = study.analyse(
-      records["sweep"], records["difficulty"], records["large_greedy"], list(config.budgets),
-      compute.ModelCost.of_policy(small), compute.ModelCost.of_prm(prm),
-      params_ratio=large.num_params / small.num_params,
+  return study_runner.ModelFacts(
+      policy_cost=compute.ModelCost.of_policy(small), prm_cost=compute.ModelCost.of_prm(prm),
+      small_params=small.num_params, large_params=large.num_params,
       # The exchange assumes one D_pretrain for both models, as the shipped ones have.
-      pretraining_tokens=float(max(tokens)), exchange_ratios=list(config.exchange_ratios),
-      num_bins=config.num_bins, selection=config.selection, repeats=config.cv_repeats,
-      num_draws=config.num_draws, seed=config.analysis_seed)
-  results["models"] = {"small_params": small.num_params, "large_params": large.num_params,
-                       "small_train_tokens": small_extra["train_tokens"],
-                       "large_train_tokens": large_extra["train_tokens"]}
-  with open(os.path.join(workdir, "study.json"), "w") as f:
-    json.dump(results, f, indent=1)
-  _save_allocations(results, workdir)
-  figures = plots.study_figures(results, workdir)
-  wall_s = time.perf_counter() - start
-  summary = {
-      "date": datetime.datetime.now().isoformat(timespec="seconds"),
-      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on "
-                 f"{jax.default_backend()}",
-      "quick": bool(config.quick),
-      "questions": results["questions"],
-      "budgets": results["budgets"],
-      "efficiency_ratio": results["efficiency_ratio"],
-      "efficiency_ratio_with_estimation": results["efficiency_ratio_with_estimation"],
-      "compute_optimal_accuracy": {
-          kind: {p["budget"]: {k: p[k] for k in ("accuracy", "low", "high")} for p in points}
-          for kind, points in results["compute_optimal"].items()},
-      "best_of_n_weighted_accuracy": dict(zip(results["curves"][study.BEST_OF_N]["budgets"],
-                                              results["curves"][study.BEST_OF_N]["accuracy"])),
-      "exchange": results["exchange"]["rows"],
-      "findings": results["findings"],
-      "search_units": {name: s["units_total"] for name, s in stage_stats.items()},
-      "search_units_run_now": {name: s["units_run"] for name, s in stage_stats.items()},
-      "search_s": search_s,
-      "wall_s": wall_s,
-      "figures": figures,
-  }
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(study_report.render(results, summary))
-  return summary
+      pretraining_tokens=float(max(tokens)),
+      extra={"small_train_tokens": small_extra["train_tokens"],
+             "large_train_tokens": large_extra["train_tokens"]})
 
 
-def _save_allocations(results: dict, workdir: str) -> None:
-  """Per bin kind: the per-bin option at every budget, with the bin edges that place a
-  new question (its pass@1 or mean final PRM score) into a bin."""
-  for kind, points in results["compute_optimal"].items():
-    values, bins = results["bins"][kind]["values"], results["bins"][kind]["bins"]
-    edges = [min(v for v, b in zip(values, bins) if b == k)
-             for k in range(results["num_bins"] - 1)]
-    choices = {p["budget"]: [None if c is None else allocation.Option(**c) for c in p["choice"]]
-               for p in points}
-    allocation.save_allocation(os.path.join(workdir, f"allocation_{kind}.json"), TASK, kind,
-                               choices, edges)
+STUDY_TASK = study_runner.StudyTask(
+    name=TASK, title="the arithmetic testbed",
+    num_problems=lambda config: 10 * config.problems_per_level,
+    stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts)
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str,
+              progress: Callable[[str, dict], None] | None = None) -> dict:
+  """Runs (or resumes) the testbed study; returns `summary.json`'s dict (see
+  `study_runner.run_study`)."""
+  return study_runner.run_study(STUDY_TASK, config, workdir, progress)
 
 
 def _selected_answers(result, selection: str) -> list:

@@ -97,6 +97,36 @@ def _check_unique(problems: Sequence[MathProblem], source: str) -> None:
     seen.add(p.unique_id)
 
 
+def _read_rows(path: str, limit: int | None):
+  """Yields (name, problem or None, reason) for each non-blank line, up to `limit` good
+  ones; name is the row's unique_id when it has one, else "path, line n"."""
+  _check_limit(limit)
+  if not os.path.isfile(path):
+    raise ValueError(f"MATH data file {path!r} does not exist; pass the path of a JSON-lines "
+                     "file such as MATH-500 (or use load_math_hub when online).")
+  good = 0
+  with open(path, encoding="utf-8") as f:
+    for line_number, line in enumerate(f, start=1):
+      if limit is not None and good >= limit:
+        return
+      if not line.strip():
+        continue
+      where = f"{path}, line {line_number}"
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        yield where, None, f"{where}: not valid JSON ({e.msg}); expected one object per line."
+        continue
+      try:
+        problem = _problem_from_record(record, where)
+      except ValueError as err:
+        uid = record.get("unique_id") if isinstance(record, dict) else None
+        yield uid if isinstance(uid, str) else where, None, str(err)
+        continue
+      good += 1
+      yield where, problem, None
+
+
 def load_math(path: str, limit: int | None = None) -> list[MathProblem]:
   """Reads MATH problems from a JSON-lines file, in file order.
 
@@ -113,28 +143,48 @@ def load_math(path: str, limit: int | None = None) -> list[MathProblem]:
       a field is missing or mistyped (the message names the line and the field), or
       two problems share a unique_id.
   """
-  _check_limit(limit)
-  if not os.path.isfile(path):
-    raise ValueError(f"MATH data file {path!r} does not exist; pass the path of a JSON-lines "
-                     "file such as MATH-500 (or use load_math_hub when online).")
-  problems: list[MathProblem] = []
-  with open(path, encoding="utf-8") as f:
-    for line_number, line in enumerate(f, start=1):
-      if limit is not None and len(problems) >= limit:
-        break
-      if not line.strip():
-        continue
-      where = f"{path}, line {line_number}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg}); expected one object per line.") \
-            from None
-      problems.append(_problem_from_record(record, where))
+  problems = []
+  for _, problem, reason in _read_rows(path, limit):
+    if reason is not None:
+      raise ValueError(reason)
+    problems.append(problem)
   if not problems:
     raise ValueError(f"MATH data file {path!r} holds no problems (it is empty).")
   _check_unique(problems, path)
   return problems
+
+
+def load_math_skipping(path: str, limit: int | None = None
+                       ) -> tuple[list[MathProblem], list[dict]]:
+  """Like `load_math`, but a bad row is skipped rather than fatal, so one broken record
+  cannot stop a long run: a line that is not JSON, lacks or mistypes a field, has an
+  empty answer, or repeats an earlier unique_id.
+
+  Returns:
+    (the first `limit` good problems, [{"uid", "reason"}] of the rows skipped before
+    the last one kept; uid is the row's unique_id when it has one, else "path, line n").
+
+  Raises:
+    ValueError: the file is missing, or no row is usable.
+  """
+  _check_limit(limit)
+  problems, skipped, seen = [], [], set()
+  for name, problem, reason in _read_rows(path, None):
+    if limit is not None and len(problems) >= limit:
+      break
+    if problem is not None and not problem.answer.strip():
+      reason = f"{path}: {name}: the answer field is empty; there is nothing to grade against."
+    elif problem is not None and problem.unique_id in seen:
+      reason = f"{path}: unique_id {name!r} occurs twice; the second is dropped."
+    if reason is not None:
+      skipped.append({"uid": name, "reason": reason})
+      continue
+    seen.add(problem.unique_id)
+    problems.append(problem)
+  if not problems:
+    raise ValueError(f"MATH data file {path!r} holds no usable problems "
+                     f"({len(skipped)} rows skipped, e.g. {skipped[:1]}).")
+  return problems, skipped
 
 
 def load_math_hub(name: str = "HuggingFaceH4/MATH-500", split: str = "test",

@@ -1,0 +1,299 @@
+"""MATH-style problems searched with open checkpoints: the sweep and the study.
+
+A `configs/math500` config names local Hugging Face checkpoints (the policy, a
+published PRM of an adapter family, optionally a larger policy), the data file, the
+prompt and the search caps. From it:
+
+* `build_search` loads the models (the policy's own tokenizer and chat template, the
+  PRM behind its `PrmAdapter`), reads the problems and lays out their prompts;
+* `run_search_sweep` runs (or resumes) the strategy x budget sweep into
+  `workdir/results.jsonl`, as `experiments.search` does for the testbed;
+* `STUDY_TASK` / `run_study` run the compute-optimal study (`ttcjax.study_runner`).
+
+Answers: the last `\\boxed{}` of a candidate (`math_data.extract_boxed`) keyed by
+`math_grading.canonical_key`, so equal answers vote together; a candidate is right
+when math-verify grades its answer equal to the reference (`MathAnswers.judge`).
+
+Bad input never stops a run halfway. Before any search, a data row without an answer
+(or otherwise malformed) and a problem whose policy or PRM prompt exceeds its buffer
+are skipped with a logged reason; the skips are written to `workdir/skipped.json`
+and counted in the study's report. Missing checkpoint shards, a PRM tokenizer without
+its family's tokens and the like fail at start-up with a `ValueError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import zlib
+from typing import Callable, Hashable
+
+import jax
+import ml_collections
+
+from ttcjax import compute, memory_plan, parallel, study_runner
+from ttcjax.models.hf_import import load_hf_checkpoint, load_hf_config, load_hf_prm_config
+from ttcjax.models.hf_import import load_hf_tokenizer
+from ttcjax.models.prm_adapters import load_adapted_prm, load_prm_adapter
+from ttcjax.sampling import Sampler
+from ttcjax.search import sweep
+from ttcjax.search.runner import SearchRunner
+from ttcjax.tasks import math_data, math_grading
+from ttcjax.tasks.math_prompts import PromptBuilder
+from ttcjax.training import checkpoints
+
+TASK = "math500"
+# Fields a study config adds to a search config; the search stages never see them.
+STUDY_FIELDS = ("quick", "quick_overrides", "large_policy_dir", "pretraining_tokens",
+                "difficulty_samples", "difficulty_seed", "num_bins", "selection", "cv_repeats",
+                "num_draws", "analysis_seed", "exchange_ratios")
+# Fields a sweep may change and still extend the same results (records are keyed by
+# strategy, budget, seed and problem, and a problem's search depends only on its id).
+WIDENABLE_FIELDS = ("budgets", "seeds", "num_problems", "problems_per_batch", "mesh",
+                    "device_gb")
+
+
+class MathAnswers:
+  """A runner's answer function and the sweep's judge, sharing one grader.
+
+  `answer(text)` is the canonical key of the text's boxed answer (None when there is
+  no box); `judge(key, reference)` grades the answer behind a key against the
+  reference answer with math-verify (cached per pair).
+  """
+
+  def __init__(self, grader: math_grading.MathGrader | None = None):
+    self.grader = grader or math_grading.default_grader()
+    self._text_of: dict[str, str] = {}  # key -> the first answer text that gave it
+    self._graded: dict[tuple[str, str], bool] = {}
+
+  def answer(self, text: str) -> str | None:
+    boxed = math_data.extract_boxed(text)
+    key = self.grader.canonical_key(boxed)
+    if key is not None:
+      self._text_of.setdefault(key, boxed)
+    return key
+
+  def judge(self, key: Hashable | None, reference: str) -> bool:
+    if key is None:
+      return False
+    pair = (str(key), reference)
+    if pair not in self._graded:
+      self._graded[pair] = self.grader.grade(self._text_of.get(key, str(key)), reference)
+    return self._graded[pair]
+
+
+@dataclasses.dataclass
+class MathSearch:
+  """Everything a MATH sweep runs with.
+
+  Attributes:
+    runner: the policy and the adapted PRM.
+    problems: the problems kept, in file order.
+    prompts: their policy prompts.
+    skipped: [{"uid", "reason"}] of the problems left out.
+    answers: the runner's answer function and the judge.
+  """
+
+  runner: SearchRunner
+  problems: list[math_data.MathProblem]
+  prompts: list[str]
+  skipped: list[dict]
+  answers: MathAnswers
+
+  @property
+  def problem_ids(self) -> list[int]:
+    return [problem_id(p) for p in self.problems]
+
+
+def problem_id(problem: math_data.MathProblem) -> int:
+  """A stable non-negative int32 id of a problem (CRC-32 of its unique_id)."""
+  return zlib.crc32(problem.unique_id.encode("utf-8")) & 0x7FFFFFFF
+
+
+def data_path(config: ml_collections.ConfigDict) -> str:
+  """The config's data file; a relative path is taken from the repository root."""
+  if os.path.isabs(config.data_path):
+    return config.data_path
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return os.path.join(root, config.data_path)
+
+
+def config_mesh(config: ml_collections.ConfigDict):
+  """The config's (data, model) mesh, or None for one device."""
+  data, model = config.mesh.data, config.mesh.model
+  return None if data * model == 1 else parallel.make_mesh(data=data, model=model)
+
+
+def build_search(config: ml_collections.ConfigDict, mesh=None) -> MathSearch:
+  """Loads the config's models and problems (see the module docstring).
+
+  Raises:
+    ValueError: a checkpoint is incomplete or mismatched (missing shard, tokenizer
+      without the PRM family's tokens, policy and PRM tokenizers that differ), the data
+      file is missing or has no usable row, or few_shot asks for more examples than exist.
+  """
+  dtype = config.dtype
+  tokenizer = load_hf_tokenizer(config.policy_dir, eos_token=config.policy_eos_token)
+  policy = load_hf_checkpoint(config.policy_dir, dtype=dtype)
+  adapter, prm_config, prm_params = load_adapted_prm(config.prm_dir, config.prm_family,
+                                                     dtype=dtype)
+  answers = MathAnswers()
+  runner = SearchRunner(policy, (prm_config, prm_params), tokenizer, answers.answer,
+                        step_delimiter=config.step_delimiter, mesh=mesh, prm_adapter=adapter,
+                        **dict(config.caps))
+  build_prompt = PromptBuilder.from_dir(
+      config.policy_dir, instruction=config.system_prompt, few_shot=config.few_shot,
+      few_shot_path=config.few_shot_path, use_chat_template=config.use_chat_template)
+  problems, skipped = math_data.load_math_skipping(data_path(config), config.num_problems)
+  kept, prompts = [], []
+  bos = 1 if tokenizer.bos_id is not None else 0
+  for problem in problems:
+    prompt = build_prompt(problem.problem)
+    policy_tokens = len(tokenizer.encode(prompt)) + bos
+    prm_tokens = len(adapter.prompt_ids(problem.problem))
+    if policy_tokens > runner.max_prompt_tokens:
+      reason = (f"the policy prompt has {policy_tokens} tokens, more than max_prompt_tokens="
+                f"{runner.max_prompt_tokens}")
+    elif prm_tokens > runner.max_prm_prompt_tokens:
+      reason = (f"the PRM prompt has {prm_tokens} tokens, more than max_prm_prompt_tokens="
+                f"{runner.max_prm_prompt_tokens}")
+    else:
+      kept.append(problem)
+      prompts.append(prompt)
+      continue
+    skipped.append({"uid": problem.unique_id, "reason": reason})
+  for skip in skipped:
+    logging.warning("Skipping problem %s: %s", skip["uid"], skip["reason"])
+  if not kept:
+    raise ValueError(f"No problem of {data_path(config)} is usable ({len(skipped)} skipped; "
+                     f"e.g. {skipped[0]['reason']}).")
+  return MathSearch(runner, kept, prompts, skipped, answers)
+
+
+def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
+                     stop_after_units: int | None = None,
+                     progress: Callable[[dict], None] | None = None) -> dict:
+  """Runs (or resumes) the sweep a `configs/math500` config describes.
+
+  Writes `workdir/results.jsonl` (see `ttcjax.search.sweep`) and `workdir/skipped.json`.
+
+  Returns:
+    the sweep's totals (`sweep.run_sweep`) with "units_total", "uids" (the problems
+    searched) and "skipped" ([{"uid", "reason"}]).
+  """
+  config = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items()
+                                      if k not in STUDY_FIELDS})
+  checkpoints.check_run_config(workdir, config.to_dict(), ignore=WIDENABLE_FIELDS)
+  setup = build_search(config, mesh if mesh is not None else config_mesh(config))
+  with open(os.path.join(workdir, "skipped.json"), "w") as f:
+    json.dump(setup.skipped, f, indent=1)
+  settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
+  units = sweep.plan_units(settings, list(config.budgets), list(config.seeds),
+                           len(setup.problems), config.problems_per_batch)
+  check_memory(setup.runner, units, config.problems_per_batch, config.device_gb)
+  stats = sweep.run_sweep(
+      setup.runner, setup.problems, setup.prompts, setup.problem_ids,
+      [p.answer for p in setup.problems], units, os.path.join(workdir, "results.jsonl"),
+      Sampler(temperature=config.temperature, top_p=config.top_p), config.problems_per_batch,
+      stop_after_units=stop_after_units, progress=progress,
+      problem_texts=[p.problem for p in setup.problems], judge=setup.answers.judge)
+  return dict(stats, units_total=len(units), uids=[p.uid for p in setup.problems],
+              skipped=setup.skipped)
+
+
+def device_bytes(device_gb: float) -> int | None:
+  """Usable bytes per device: `device_gb` GiB when set, else what the accelerator
+  reports (its allocator's limit); None on a CPU, which has no such limit to check."""
+  if device_gb:
+    return int(device_gb * memory_plan.GIB)
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  return None if not stats or "bytes_limit" not in stats else int(stats["bytes_limit"])
+
+
+def check_memory(runner: SearchRunner, units, problems_per_batch: int,
+                 device_gb: float = 0.0) -> None:
+  """Refuses, before any search, a sweep one of whose calls would not fit a device
+  (`memory_plan.check_fits`: the message says what would fit)."""
+  usable = device_bytes(device_gb)
+  if usable is None:
+    return
+  data = runner.data_shards
+  model = 1 if runner.mesh is None else runner.mesh.shape.get(parallel.MODEL_AXIS, 1)
+  problems = -(-problems_per_batch // data) * data
+  caps = dict(max_prompt_tokens=runner.max_prompt_tokens,
+              max_prm_prompt_tokens=runner.max_prm_prompt_tokens,
+              max_step_tokens=runner.settings.max_step_tokens,
+              max_solution_tokens=runner.settings.max_solution_tokens,
+              max_steps=runner.settings.max_steps, max_rounds=runner.settings.max_rounds,
+              prm_rows_per_pass=runner.settings.prm_rows_per_pass)
+  suffix = 0 if runner.prm_adapter is None else len(runner.prm_adapter.suffix_ids)
+  for key in sorted({(u.setting.name, u.budget, dict(u.setting.hyper).get("lookahead_steps", 0))
+                     for u in units}):
+    name, budget, lookahead = key
+    plan = memory_plan.plan_search_memory(
+        runner.policy_config, runner.prm_config, strategy=name, budget=budget,
+        problems_per_batch=problems, prm_suffix_length=suffix, lookahead_steps=lookahead,
+        data_shards=data, model_shards=model, **caps)
+    try:
+      memory_plan.check_fits(plan, usable)
+    except ValueError as err:
+      raise ValueError(f"{name} at N={budget} would not fit: {err} (device_gb sets the "
+                       "usable memory per device when the reported one is wrong.)") from None
+
+
+# ---------------------------------------------------------------------------- study
+
+
+def stage_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+  """The search config of each study stage ("large_greedy" only with a larger policy)."""
+  base = {k: v for k, v in config.to_dict().items() if k not in STUDY_FIELDS}
+  stages = {
+      "sweep": base,
+      "difficulty": dict(base, budgets=(config.difficulty_samples,),
+                         seeds=(config.difficulty_seed,),
+                         strategies=[dict(name="best_of_n", label="difficulty")]),
+  }
+  if config.large_policy_dir:
+    stages["large_greedy"] = dict(base, policy_dir=config.large_policy_dir, budgets=(1,),
+                                  seeds=(0,), temperature=0.0,
+                                  strategies=[dict(name="best_of_n", label="greedy")])
+  return {name: ml_collections.ConfigDict(c) for name, c in stages.items()}
+
+
+def _run_stage(stage_config: ml_collections.ConfigDict, workdir: str,
+               progress: Callable[[dict], None] | None) -> dict:
+  return run_search_sweep(stage_config, workdir, progress=progress)
+
+
+def _model_facts(config: ml_collections.ConfigDict) -> study_runner.ModelFacts:
+  """Model sizes from the checkpoints' config.json files (no weights are read)."""
+  policy = load_hf_config(config.policy_dir, dtype=config.dtype)
+  adapter = load_prm_adapter(config.prm_dir, config.prm_family)
+  labels = {} if adapter.head == "value" else dict(
+      positive_token_id=adapter.positive_token_id, negative_token_id=adapter.negative_token_id)
+  prm = load_hf_prm_config(config.prm_dir, config.dtype, **labels)
+  large = load_hf_config(config.large_policy_dir) if config.large_policy_dir else None
+  if large is not None and not config.pretraining_tokens:
+    raise ValueError("A study with a larger policy needs pretraining_tokens (D_pretrain of "
+                     "the exchange, e.g. 15e12 for the Llama 3 family).")
+  return study_runner.ModelFacts(
+      policy_cost=compute.ModelCost.of_policy(policy), prm_cost=compute.ModelCost.of_prm(prm),
+      small_params=policy.num_params, large_params=None if large is None else large.num_params,
+      pretraining_tokens=config.pretraining_tokens if large is not None else None)
+
+
+STUDY_TASK = study_runner.StudyTask(
+    name=TASK, title="MATH-500 with open models",
+    num_problems=lambda config: config.num_problems or 500,
+    stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts)
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str,
+              progress: Callable[[str, dict], None] | None = None) -> dict:
+  """Runs (or resumes) the MATH study of a `configs/math500` config; returns
+  `summary.json`'s dict (see `study_runner.run_study`)."""
+  return study_runner.run_study(STUDY_TASK, config, workdir, progress)
+
