@@ -20,7 +20,8 @@ from ttcjax.models.config import get_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/math500 config file.")
 _DEVICE_GB = flags.DEFINE_float("device_gb", 80.0, "Memory of one device, GiB.")
-_USABLE = flags.DEFINE_float("usable_fraction", 0.9, "Share of a device's memory to plan with.")
+_USABLE = flags.DEFINE_float("usable_fraction", memory_plan.USABLE_FRACTION,
+                             "Share of a device's memory to plan with.")
 _DATA_SHARDS = flags.DEFINE_integer("data_shards", 0, "Data axis (0: the config's mesh).")
 _MODEL_SHARDS = flags.DEFINE_integer("model_shards", 0, "Model axis (0: the config's mesh).")
 flags.mark_flags_as_required(["config"])

@@ -17,6 +17,7 @@ the sizes and ttcjax/study_runner.py for the stages.
 import json
 import os
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -27,11 +28,16 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "configs", "arith", "study.py"), "The study config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it holds this study).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() first (multi-host runs; "
+                                 "WORKDIR on a filesystem all hosts share).")
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   del argv
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
   bars = {}
 
   def progress(stage, stats):

@@ -12,9 +12,12 @@ Results go to WORKDIR/results.jsonl, one line per (problem, strategy, budget, se
 written as each batch finishes; a restarted run skips what is there.
 
 On several devices the problems are sharded over a "data" mesh axis (the testbed: all
-devices by default; MATH-500: the config's `mesh`, unless the flags say otherwise). On a TPU pod or a multi-host GPU cluster, start one process per host with
+devices by default; MATH-500: the config's `mesh`, unless the flags say otherwise).
+On a TPU pod or a multi-host GPU cluster, start one process per host with
 --distributed: it calls jax.distributed.initialize() (which reads the coordinator
 address and process ids from the cluster environment) before building the mesh.
+Every host then gathers the global results and process 0 writes them, so WORKDIR
+must be on a filesystem all hosts share.
 """
 
 import jax
@@ -22,7 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from ttcjax import parallel
+from ttcjax import parallel, study_runner
 from ttcjax.tasks import math_study, testbed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A sweep config file.")
@@ -43,9 +46,14 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   config = _CONFIG.value
+  if "quick" in config:  # a study config: its quick size applies here too
+    config = study_runner.resolve_config(config)
   math = config.get("task", "arith") == "math500"
   mesh = None
-  if _DATA_SHARDS.value or _MODEL_SHARDS.value or not math:
+  if math:  # the config's mesh, each axis overridden by its flag
+    config.mesh.data = _DATA_SHARDS.value or config.mesh.data
+    config.mesh.model = _MODEL_SHARDS.value or config.mesh.model
+  else:
     model = _MODEL_SHARDS.value or 1
     shards = _DATA_SHARDS.value or jax.device_count() // model
     if shards * model > 1:

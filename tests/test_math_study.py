@@ -185,7 +185,7 @@ def test_prompts_use_the_policy_template_and_few_shot(setup):
   # Llama 3's layout, without the BOS text (the runner prepends the BOS id).
   assert not prompt.startswith("<|begin_of_text|>")
   assert prompt.startswith("<|start_header_id|>system<|end_header_id|>")
-  assert "Be brief.<|eot_id|>" in prompt
+  assert "Today Date: 26 Jul 2024\n\nBe brief.<|eot_id|>" in prompt  # a fixed date
   assert prompt.count("<|start_header_id|>user<|end_header_id|>") == 3
   assert prompt.count("<|start_header_id|>assistant<|end_header_id|>") == 3  # 2 shots + prompt
   assert prompt.endswith("What is $1+1$?<|eot_id|><|start_header_id|>assistant"
@@ -202,8 +202,9 @@ def test_answers_are_keyed_and_graded():
   half = answers.answer("So $x = \\boxed{\\dfrac{1}{2}}$.")
   assert half == answers.answer("Thus \\boxed{0.5}") and half is not None
   assert answers.answer("no box here") is None
-  assert answers.judge(half, "\\frac12") and not answers.judge(half, "2")
-  assert not answers.judge(None, "2")
+  text = "So $x = \\boxed{\\dfrac{1}{2}}$."
+  assert answers.judge(half, "\\frac12", text) and not answers.judge(half, "2", text)
+  assert not answers.judge(None, "2", "no box")
 
 
 def test_bad_rows_are_skipped_with_reasons(tmp_path):
@@ -217,9 +218,29 @@ def test_bad_rows_are_skipped_with_reasons(tmp_path):
   problems, skipped = math_data.load_math_skipping(str(path))
   assert [p.unique_id for p in problems] == ["a", "c"]
   reasons = [s["reason"] for s in skipped]
+  assert [s["uid"] for s in skipped] == [f"{path}, line 2", "b", "a", f"{path}, line 5"]
   assert len(skipped) == 4 and "not valid JSON" in reasons[0]
   assert "answer field is empty" in reasons[1] and "occurs twice" in reasons[2]
   assert "missing field(s)" in reasons[3]
   assert [p.unique_id for p in math_data.load_math_skipping(str(path), limit=1)[0]] == ["a"]
   with pytest.raises(ValueError, match="line 2: not valid JSON"):
     math_data.load_math(str(path))
+
+
+def test_a_study_widened_to_a_larger_budget_reads_only_its_own_runs(tmp_path):
+  """best-of-N runs once, at the largest budget: after widening (4, 16) to (4, 16, 64)
+  the N = 16 run stays in the file but is no longer the study's."""
+  from ttcjax import study_runner  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  rows = [dict(uid=u, strategy=s, budget=b, seed=0) for u in ("p1", "p2")
+          for s, b in [("best_of_n", 16), ("best_of_n", 64), ("beam", 4), ("beam", 16),
+                       ("beam", 64), ("beam", 256)]]
+  with open(tmp_path / "results.jsonl", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  config = ml_collections.ConfigDict(dict(
+      budgets=(4, 16, 64), seeds=(0,),
+      strategies=[dict(name="best_of_n", max_budget_only=True),
+                  dict(name="beam", beam_width=4, label="beam")]))
+  kept = study_runner._stage_records(str(tmp_path), config, ["p1"])  # pylint: disable=protected-access
+  assert sorted((r["strategy"], r["budget"]) for r in kept) == [
+      ("beam", 4), ("beam", 16), ("beam", 64), ("best_of_n", 64)]

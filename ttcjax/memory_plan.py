@@ -67,6 +67,9 @@ from ttcjax.search.frontier import num_prm_slices
 from ttcjax.search.runner import prm_chunk_steps, prm_suffixes_per_row
 
 GIB = 2**30
+# The share of a device's memory a plan is compared against (the rest: XLA's code and
+# scratch, which the plan does not count).
+USABLE_FRACTION = 0.9
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 # Published PRMs: (backbone preset, head, suffix tokens L of the family's layout).
@@ -341,6 +344,6 @@ def max_problems_per_batch(plan: MemoryPlan, device_bytes: int, limit: int = 409
   return low * step
 
 
-__all__ = ["GIB", "MemoryPlan", "PUBLISHED_PRMS", "check_fits", "kv_bytes_per_row",
+__all__ = ["GIB", "USABLE_FRACTION", "MemoryPlan", "PUBLISHED_PRMS", "check_fits", "kv_bytes_per_row",
            "max_problems_per_batch", "pass_bytes", "plan_search_memory", "published_prm",
            "replan"]

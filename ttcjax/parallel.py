@@ -62,3 +62,17 @@ def shard_batch(tree, mesh: Mesh):
   """Places every leaf of a batch pytree with its leading dimension over the data axis."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def to_host(tree):
+  """Every array of `tree` as a host numpy array holding its global value.
+
+  With one process that is `jax.device_get`. Across hosts (after
+  `jax.distributed.initialize()`), a sharded array is not addressable from any one
+  host, so every process gathers the global arrays
+  (`multihost_utils.process_allgather`) and all hosts see the same results.
+  """
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return multihost_utils.process_allgather(tree, tiled=True)

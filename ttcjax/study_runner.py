@@ -108,13 +108,25 @@ def check_config(config: ml_collections.ConfigDict, num_problems: int) -> None:
     raise ValueError("cv_repeats must be positive and exchange_ratios non-empty.")
 
 
+def _check_enough(uids: list[str], num_bins: int, stage: str) -> None:
+  if len(uids) < 2 * num_bins:
+    raise ValueError(f"{stage} stage searched {len(uids)} problems after skips; {num_bins} "
+                     f"difficulty bins in two folds need at least {2 * num_bins}. See "
+                     "skipped.json for why problems were left out.")
+
+
 def _stage_records(workdir: str, stage_config: ml_collections.ConfigDict,
                    uids: list[str]) -> list[dict]:
-  """The stage's records for exactly this config's problems, budgets and seeds (a
-  reused workdir may hold more)."""
-  wanted, budgets, seeds = set(uids), set(stage_config.budgets), set(stage_config.seeds)
+  """The stage's records of exactly the runs this config plans, over `uids` (a reused
+  workdir may hold more: other problems, budgets, seeds, or best-of-N at an earlier
+  largest budget)."""
+  settings = [sweep.StrategySetting.from_dict(dict(s)) for s in stage_config.strategies]
+  runs = {(setting.label, budget)
+          for setting, budget in sweep.planned_runs(settings, list(stage_config.budgets))}
+  wanted, seeds = set(uids), set(stage_config.seeds)
   return [r for r in sweep.read_results(os.path.join(workdir, "results.jsonl"))
-          if r["uid"] in wanted and r["budget"] in budgets and r["seed"] in seeds]
+          if r["uid"] in wanted and (r["strategy"], r["budget"]) in runs
+          and r["seed"] in seeds]
 
 
 def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
@@ -138,9 +150,18 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
       stage_stats[name] = task.run_stage(
           configs[name], os.path.join(workdir, name),
           None if progress is None else (lambda stats, name=name: progress(name, stats)))
+      _check_enough(stage_stats[name]["uids"], config.num_bins, name)
   search_s = time.perf_counter() - start
-  # Every stage runs the same problems; those skipped as unusable are left out.
-  uids, skipped = stage_stats["sweep"]["uids"], stage_stats["sweep"]["skipped"]
+  # The questions every stage searched; a problem one stage skipped (e.g. a larger
+  # policy's longer prompt) is left out of all and counted.
+  skipped = list(stage_stats["sweep"]["skipped"])
+  uids = stage_stats["sweep"]["uids"]
+  for name, stats in stage_stats.items():
+    searched = set(stats["uids"])
+    skipped += [{"uid": u, "reason": f"skipped by the {name} stage"}
+                for u in uids if u not in searched]
+    uids = [u for u in uids if u in searched]
+  _check_enough(uids, config.num_bins, "every")
   with open(os.path.join(workdir, "skipped.json"), "w") as f:
     json.dump(skipped, f, indent=1)
   records = {name: _stage_records(os.path.join(workdir, name), configs[name], uids)

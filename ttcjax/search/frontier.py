@@ -88,8 +88,10 @@ def _in_slices(fn, slices: int, tokens, cache, num_new, step_end):
 
   Slice i holds rows i, i + slices, i + 2 slices, ...: strided, so that rows sharded
   over the mesh's data axis in contiguous blocks give every slice the same number of
-  rows on each device, and no slice moves rows between devices. The cache is updated
-  in place slice by slice (the loop carries it).
+  rows on each device and no slice moves rows between devices, as long as the number
+  of slices divides each device's rows (power-of-two budgets do; otherwise the result
+  is the same and XLA moves rows). Every cache leaf has rows first (`KVCache`). The
+  cache is updated in place slice by slice (the loop carries it).
   """
   rows = tokens.shape[0]
   view = lambda x: x.reshape((rows // slices, slices) + x.shape[1:])

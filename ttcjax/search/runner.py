@@ -231,7 +231,7 @@ class SearchRunner:
     batch = self._batch(prompts, problem_ids, problem_texts,
                         self.prm_capacity(strategy, hyper.get("lookahead_steps", 0)))
     out = fn(self.policy_params, self.prm_params, batch, rng, sampler, self.settings)
-    out = jax.device_get(out)
+    out = parallel.to_host(out)
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     texts = [[self.tokenizer.decode(tokens[p, n, :lengths[p, n]]) for n in range(tokens.shape[1])]
              for p in range(tokens.shape[0])]

@@ -99,18 +99,30 @@ def plan_units(settings: Sequence[StrategySetting], budgets: Sequence[int], seed
   if len(set(budgets)) != len(budgets) or len(set(seeds)) != len(seeds):
     raise ValueError(f"Budgets and seeds must not repeat, got {list(budgets)} and {list(seeds)}.")
   units = []
+  for setting, budget in planned_runs(settings, budgets):
+    for seed in seeds:
+      for start in range(0, num_problems, problems_per_batch):
+        indices = tuple(range(start, min(start + problems_per_batch, num_problems)))
+        units.append(Unit(setting, budget, seed, indices))
+  return units
+
+
+def planned_runs(settings: Sequence[StrategySetting],
+                 budgets: Sequence[int]) -> list[tuple[StrategySetting, int]]:
+  """The (setting, budget) pairs a sweep over `budgets` runs, cheapest budgets first:
+  settings that fit the budget; max-budget-only ones at the largest budget alone; no
+  lookahead whose generation budget exceeds the largest budget (nothing else would be
+  compared with it)."""
+  runs = []
   for budget in sorted(budgets):
     for setting in settings:
       hyper = setting.resolve(budget)
       if hyper is None or (setting.max_budget_only and budget != max(budgets)):
         continue
       if compute.generation_budget(budget, hyper.get("lookahead_steps", 0)) > max(budgets):
-        continue  # compared at its generation budget, which no other run reaches
-      for seed in seeds:
-        for start in range(0, num_problems, problems_per_batch):
-          indices = tuple(range(start, min(start + problems_per_batch, num_problems)))
-          units.append(Unit(setting, budget, seed, indices))
-  return units
+        continue
+      runs.append((setting, budget))
+  return runs
 
 
 def done_keys(path: str) -> set[str]:
@@ -127,15 +139,17 @@ def read_results(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def same_answer(answer: Hashable | None, correct_answer: Any) -> bool:
+def same_answer(answer: Hashable | None, correct_answer: Any, text: str) -> bool:
   """The default judge: a canonical answer is right when it equals the canonical
-  correct one."""
+  correct one (the candidate's text is not needed)."""
+  del text
   return answer is not None and answer == correct_answer
 
 
 def _records(unit: Unit, hyper: dict, result, problems: Sequence[Any], correct_answers: Sequence,
              policy_cost: compute.ModelCost, prm_cost: compute.ModelCost,
-             judge: Callable[[Hashable | None, Any], bool], unit_wall_s: float) -> list[dict]:
+             judge: Callable[[Hashable | None, Any, str], bool],
+             unit_wall_s: float) -> list[dict]:
   flops = compute.search_flops(result.compute, policy_cost, prm_cost)
   out = []
   for i, problem in enumerate(problems):
@@ -148,7 +162,8 @@ def _records(unit: Unit, hyper: dict, result, problems: Sequence[Any], correct_a
         "generation_budget": compute.generation_budget(unit.budget,
                                                        hyper.get("lookahead_steps", 0)),
         "answers": result.answers[i], "correct_answer": correct_answers[i],
-        "correct": [bool(judge(a, correct_answers[i])) for a in result.answers[i]],
+        "correct": [bool(judge(a, correct_answers[i], t))
+                    for a, t in zip(result.answers[i], result.texts[i])],
         "step_scores": [[round(float(s), 5) for s in row[m]]
                         for row, m in zip(result.step_scores[i], mask)],
         "finished": result.finished[i].tolist(),
@@ -165,7 +180,7 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
               problems_per_batch: int, stop_after_units: int | None = None,
               progress: Callable[[dict], None] | None = None,
               problem_texts: Sequence[str] | None = None,
-              judge: Callable[[Hashable | None, Any], bool] = same_answer) -> dict:
+              judge: Callable[[Hashable | None, Any, str], bool] = same_answer) -> dict:
   """Runs every unit not yet in `path`, appending its records.
 
   Batches shorter than `problems_per_batch` are padded by repeating their last
@@ -185,7 +200,8 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
     progress: called after each unit with running totals.
     problem_texts: the problems as a PRM adapter's prompt states them (runners with an
       adapter need them; see `SearchRunner.search`).
-    judge: (a candidate's canonical answer, the correct answer) -> right or not.
+    judge: (a candidate's canonical answer, the correct answer, the candidate's text)
+      -> right or not.
 
   Returns:
     {"units_run", "units_skipped", "records_written", "tokens_generated", "wall_s"}.
@@ -197,7 +213,11 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
   stats = {"units_run": 0, "units_skipped": 0, "records_written": 0, "tokens_generated": 0.0}
   start = time.perf_counter()
   units = list(units)
-  with open(path, "a") as f:
+  # Across hosts every process runs every unit (the search is one program over the
+  # global mesh) and sees the global results; process 0 alone writes them, so the
+  # workdir must be on a filesystem all hosts share (they all read it to resume).
+  writer = open(path, "a") if jax.process_index() == 0 else open(os.devnull, "w")
+  with writer as f:
     for unit in units:
       todo = [i for i in unit.problem_indices
               if record_key(unit.setting.label, unit.budget, unit.seed, problems[i].uid) not in done]

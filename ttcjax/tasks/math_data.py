@@ -124,7 +124,7 @@ def _read_rows(path: str, limit: int | None):
         yield uid if isinstance(uid, str) else where, None, str(err)
         continue
       good += 1
-      yield where, problem, None
+      yield problem.unique_id, problem, None
 
 
 def load_math(path: str, limit: int | None = None) -> list[MathProblem]:
@@ -173,9 +173,9 @@ def load_math_skipping(path: str, limit: int | None = None
     if limit is not None and len(problems) >= limit:
       break
     if problem is not None and not problem.answer.strip():
-      reason = f"{path}: {name}: the answer field is empty; there is nothing to grade against."
+      reason = "the answer field is empty; there is nothing to grade against."
     elif problem is not None and problem.unique_id in seen:
-      reason = f"{path}: unique_id {name!r} occurs twice; the second is dropped."
+      reason = f"unique_id {name!r} occurs twice in {path}; the second is dropped."
     if reason is not None:
       skipped.append({"uid": name, "reason": reason})
       continue

@@ -27,7 +27,10 @@ with 4-shot examples from MATH's training split, which a user can pass instead a
 JSON-lines file in MATH's format (`few_shot_path`: the first k solutions).
 
 The template's `bos_token` renders as "" because the runner prepends the BOS id itself
-(Llama 3's template writes it as text, which would double it).
+(Llama 3's template writes it as text, which would double it). `date_string` is fixed
+(`TEMPLATE_DATE`, the Llama 3.1 template's own fallback): Llama 3.2's template would
+otherwise put today's date in the system turn, and a run resumed on another day would
+search other prompts.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Sequence
 from ttcjax.models import chat_template
 from ttcjax.tasks import math_data
 
+TEMPLATE_DATE = "26 Jul 2024"
 DEFAULT_INSTRUCTION = (
     "Solve the following math problem step by step. Write each step as a short paragraph "
     "and separate the steps with a blank line. Put the final answer in \\boxed{}.")
@@ -92,7 +96,7 @@ class PromptBuilder:
     instruction: the system turn (chat) or the first paragraph (plain).
     examples: worked (problem, solution) pairs shown before the problem.
     template: the chat template; None: the plain layout.
-    special_tokens: the template's variables (eos_token, ...).
+    special_tokens: the template's variables (eos_token, ..., date_string).
   """
 
   instruction: str = DEFAULT_INSTRUCTION
@@ -110,7 +114,7 @@ class PromptBuilder:
     return cls(instruction=DEFAULT_INSTRUCTION if instruction is None else instruction,
                examples=tuple(few_shot_examples(few_shot, few_shot_path)),
                template=template if use_chat_template else None,
-               special_tokens={**special, "bos_token": ""})
+               special_tokens={**special, "bos_token": "", "date_string": TEMPLATE_DATE})
 
   def messages(self, problem: str) -> list[dict]:
     """The chat turns of `problem`'s prompt."""

@@ -59,29 +59,24 @@ class MathAnswers:
   """A runner's answer function and the sweep's judge, sharing one grader.
 
   `answer(text)` is the canonical key of the text's boxed answer (None when there is
-  no box); `judge(key, reference)` grades the answer behind a key against the
-  reference answer with math-verify (cached per pair).
+  no box), for voting; `judge(key, reference, text)` grades the candidate's own boxed
+  answer against the reference with math-verify (cached per pair of texts).
   """
 
   def __init__(self, grader: math_grading.MathGrader | None = None):
     self.grader = grader or math_grading.default_grader()
-    self._text_of: dict[str, str] = {}  # key -> the first answer text that gave it
     self._graded: dict[tuple[str, str], bool] = {}
 
   def answer(self, text: str) -> str | None:
-    boxed = math_data.extract_boxed(text)
-    key = self.grader.canonical_key(boxed)
-    if key is not None:
-      self._text_of.setdefault(key, boxed)
-    return key
+    return self.grader.canonical_key(math_data.extract_boxed(text))
 
-  def judge(self, key: Hashable | None, reference: str) -> bool:
-    if key is None:
+  def judge(self, key: Hashable | None, reference: str, text: str) -> bool:
+    boxed = math_data.extract_boxed(text)
+    if key is None or boxed is None:
       return False
-    pair = (str(key), reference)
-    if pair not in self._graded:
-      self._graded[pair] = self.grader.grade(self._text_of.get(key, str(key)), reference)
-    return self._graded[pair]
+    if (boxed, reference) not in self._graded:
+      self._graded[(boxed, reference)] = self.grader.grade(boxed, reference)
+    return self._graded[(boxed, reference)]
 
 
 @dataclasses.dataclass
@@ -185,14 +180,15 @@ def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
   """
   config = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items()
                                       if k not in STUDY_FIELDS})
-  checkpoints.check_run_config(workdir, config.to_dict(), ignore=WIDENABLE_FIELDS)
   setup = build_search(config, mesh if mesh is not None else config_mesh(config))
-  with open(os.path.join(workdir, "skipped.json"), "w") as f:
-    json.dump(setup.skipped, f, indent=1)
   settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
   units = sweep.plan_units(settings, list(config.budgets), list(config.seeds),
                            len(setup.problems), config.problems_per_batch)
   check_memory(setup.runner, units, config.problems_per_batch, config.device_gb)
+  # Recorded only now: a run refused above leaves nothing that would refuse its fix.
+  checkpoints.check_run_config(workdir, config.to_dict(), ignore=WIDENABLE_FIELDS)
+  with open(os.path.join(workdir, "skipped.json"), "w") as f:
+    json.dump(setup.skipped, f, indent=1)
   stats = sweep.run_sweep(
       setup.runner, setup.problems, setup.prompts, setup.problem_ids,
       [p.answer for p in setup.problems], units, os.path.join(workdir, "results.jsonl"),
@@ -204,13 +200,19 @@ def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
 
 
 def device_bytes(device_gb: float) -> int | None:
-  """Usable bytes per device: `device_gb` GiB when set, else what the accelerator
-  reports (its allocator's limit); None on a CPU, which has no such limit to check."""
+  """Usable bytes per device: `memory_plan.USABLE_FRACTION` of `device_gb` GiB when set,
+  else of what the accelerator reports (its allocator's limit); None on a CPU, which
+  has no such limit to check. The fraction leaves room for what the plan does not
+  count (XLA's code and scratch), as `experiments.memory_plan` does."""
   if device_gb:
-    return int(device_gb * memory_plan.GIB)
-  device = jax.local_devices()[0]
-  stats = device.memory_stats() if device.platform != "cpu" else None
-  return None if not stats or "bytes_limit" not in stats else int(stats["bytes_limit"])
+    total = device_gb * memory_plan.GIB
+  else:
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if not stats or "bytes_limit" not in stats:
+      return None
+    total = stats["bytes_limit"]
+  return int(total * memory_plan.USABLE_FRACTION)
 
 
 def check_memory(runner: SearchRunner, units, problems_per_batch: int,
