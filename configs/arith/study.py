@@ -21,6 +21,7 @@ stage; a default run may reuse a quick run's workdir.
 
 import ml_collections
 
+from configs import study_analysis
 from configs.arith import sweep
 
 
@@ -43,14 +44,7 @@ def get_config():
       dict(name="beam", beam_width="sqrt", label="beam_msqrt"),
       dict(name="lookahead", beam_width="sqrt", lookahead_steps=1, label="lookahead_msqrt_k1"),
   ]
-  c.difficulty_samples = 16
-  c.difficulty_seed = 1000
-  c.num_bins = 5
-  c.selection = "weighted_last"
-  c.cv_repeats = 50
-  c.num_draws = 16
-  c.analysis_seed = 0
-  c.exchange_ratios = (0.16, 0.79, 22.0)
+  study_analysis.set_analysis_fields(c)
   # Applied by the launcher when quick is set.
   c.quick_overrides = dict(problems_per_level=2, problems_per_batch=20, budgets=(1, 2, 4),
                            difficulty_samples=4, cv_repeats=10)

@@ -9,6 +9,8 @@ unless absolute.
 
 import ml_collections
 
+from configs import study_analysis
+
 DATA_PATH = "../shared/data/math500_test.jsonl"
 
 
@@ -63,23 +65,15 @@ def search_config(*, policy_dir: str, policy_preset: str, prm_dir: str, prm_fami
   c.dtype = "bfloat16"  # parameters and KV caches
   c.problems_per_batch = problems_per_batch
   c.mesh = dict(data=mesh[0], model=mesh[1])
-  # Usable GiB per device for the memory check before a run (0: what the accelerator
-  # reports; a CPU is not checked).
+  # GiB per device for the memory check before a run, of which 90% is planned with (0:
+  # what the accelerator reports; a CPU is not checked).
   c.device_gb = 0.0
-  # The study (experiments.reproduce): difficulty from 16 more samples per problem,
-  # 5 bins, answers by best-of-N weighted (last step score), 2-fold CV over 50 splits.
-  c.difficulty_samples = 16
-  c.difficulty_seed = 1000
-  c.num_bins = 5
-  c.selection = "weighted_last"
-  c.cv_repeats = 50
-  c.num_draws = 16
-  c.analysis_seed = 0
-  # The FLOPs-matched exchange against a larger policy (its greedy answers), when
-  # large_policy_dir is set; pretraining_tokens is D_pretrain of the pair.
+  # The study (experiments.reproduce). The FLOPs-matched exchange runs against a larger
+  # policy's greedy answers when large_policy_dir is set; pretraining_tokens is D_pretrain
+  # of the pair.
+  study_analysis.set_analysis_fields(c)
   c.large_policy_dir = ""
   c.pretraining_tokens = 0.0
-  c.exchange_ratios = (0.16, 0.79, 22.0)
   c.quick = False
   c.quick_overrides = dict(num_problems=20, budgets=(4, 16), difficulty_samples=4,
                            cv_repeats=10)
