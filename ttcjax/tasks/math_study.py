@@ -34,8 +34,8 @@ import jax
 import ml_collections
 
 from ttcjax import compute, memory_plan, parallel, study_runner
-from ttcjax.models.hf_import import load_hf_checkpoint, load_hf_config, load_hf_prm_config
-from ttcjax.models.hf_import import load_hf_tokenizer
+from ttcjax.models.hf_import import (load_hf_checkpoint, load_hf_config, load_hf_prm_config,
+                                     load_hf_tokenizer)
 from ttcjax.models.prm_adapters import load_adapted_prm, load_prm_adapter
 from ttcjax.sampling import Sampler
 from ttcjax.search import sweep
