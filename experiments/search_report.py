@@ -1,6 +1,12 @@
-"""Accuracy against budget from a sweep's results, as a table with FLOPs per problem.
+"""Accuracy against budget from a sweep's results, as a table with FLOPs per problem,
+and the sweep's recorded wall time.
 
   python -m experiments.search_report --workdir runs/sweep [--json runs/sweep/report.json]
+  python -m experiments.search_report --workdir runs/sweep \
+      --markdown=majority,weighted_last,weighted_min,weighted_prod
+
+The wall time is the sum of the recorded unit times (compilation included), so it
+adds up across a sweep resumed over several runs.
 """
 
 import json
@@ -13,9 +19,11 @@ from ttcjax.search import report, sweep
 from ttcjax.tasks import testbed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A sweep's run directory.")
-_JSON = flags.DEFINE_string("json", None, "Where to write the rows (JSON).")
+_JSON = flags.DEFINE_string("json", None, "Where to write the rows and wall times (JSON).")
 _RULE = flags.DEFINE_enum("rule", "weighted_last", [s[0] for s in report.SELECTIONS],
                           "Selection rule shown in the table.")
+_MARKDOWN = flags.DEFINE_list("markdown", None, "Print a markdown table instead, one line "
+                              "per strategy and each of these selection rules.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -27,10 +35,23 @@ def main(argv):
   prm = compute.ModelCost.of_prm(testbed.load_reward_model(config["prm_dir"])[0])
   records = sweep.read_results(os.path.join(_WORKDIR.value, "results.jsonl"))
   rows = report.budget_table(records, config["budgets"], policy, prm)
+  times = report.wall_times(records, config["problems_per_batch"])
   if _JSON.value:
     with open(_JSON.value, "w") as f:
-      json.dump(rows, f, indent=2)
-  print(report.format_table(rows, _RULE.value))
+      json.dump({"rows": rows, "wall_times": times}, f, indent=2)
+  if _MARKDOWN.value:
+    print(report.format_markdown(rows, _MARKDOWN.value))
+  else:
+    print(report.format_table(rows, _RULE.value))
+  print("\nrecorded wall time (s), compilation included:")
+  for budget in sorted({t["budget"] for t in times}):
+    at = [t for t in times if t["budget"] == budget]
+    print(f"  budget {budget:>4}: {sum(t['wall_s'] for t in at):9.1f}  " + ", ".join(
+        f"{t['strategy']} {t['wall_s']:.1f}" for t in at))
+  untimed = sum(t["untimed_problems"] for t in times)
+  print(f"  total: {sum(t['wall_s'] for t in times):.1f} s over "
+        f"{sum(t['units'] for t in times)} units"
+        + (f" ({untimed} records carry no time)" if untimed else ""))
 
 
 if __name__ == "__main__":

@@ -129,3 +129,30 @@ def test_report_reads_best_of_n_at_every_budget(tiny_models, tmp_path):
   for r in rows:
     assert 0.0 <= r["weighted_last"] <= 1.0 and r["problems"] == 10
   assert "best_of_n" in report.format_table(rows)
+  table = report.format_markdown(rows, ["majority", "weighted_min"]).splitlines()
+  assert table[0] == "| strategy | selection | 1 | 2 | 4 |"
+  assert len(table) == 2 + 2 * 2  # header, rule, 2 strategies x 2 rules
+  assert table[3].startswith("| beam_m2 | weighted_min | - | ")  # beam does not run at 1
+  with pytest.raises(ValueError, match="Unknown"):
+    report.format_markdown(rows, ["weighted_max"])
+  times = report.wall_times(records, config.problems_per_batch)
+  assert sum(t["units"] for t in times) == 6  # 2 units each: beam at 2 and 4, best-of-N at 4
+  assert all(t["wall_s"] > 0 and t["problems"] == 10 for t in times)
+
+
+def test_wall_times_count_each_unit_once():
+  from ttcjax.search import report
+
+  def unit(label, budget, wall, n):
+    return [dict(strategy=label, budget=budget, seed=0, unit_wall_s=wall)] * n
+
+  records = (unit("beam", 4, 2.0, 3) + unit("beam", 4, 2.0, 3)  # two units, equal times
+             + unit("beam", 4, 5.0, 1)  # a resumed unit's remaining problem
+             + unit("bon", 4, 1.5, 3) + [dict(strategy="bon", budget=4, seed=0)])
+  times = {t["strategy"]: t for t in report.wall_times(records, problems_per_batch=3)}
+  assert times["beam"]["units"] == 3 and times["beam"]["wall_s"] == 9.0
+  assert times["beam"]["problems"] == 7
+  assert times["bon"]["units"] == 1 and times["bon"]["wall_s"] == 1.5
+  assert times["bon"]["untimed_problems"] == 1
+  with pytest.raises(ValueError, match="positive"):
+    report.wall_times(records, 0)

@@ -152,25 +152,89 @@ def budget_table(records: Iterable[dict], budgets: Sequence[int], policy_cost=No
   return rows
 
 
-def format_table(rows: Sequence[dict], rule: str = "weighted_last") -> str:
-  """Strategies down, generation budgets across: 'accuracy (GFLOPs per problem)'."""
-  budgets = sorted({r["generation_budget"] for r in rows})
+def _cells(rows: Sequence[dict]) -> tuple[list[int], list[str], dict, int]:
+  """The generation budgets, the strategies, rows by (strategy, generation budget), and
+  the most problems any row covers."""
   cells = collections.defaultdict(list)
   for r in rows:
     cells[(r["strategy"], r["generation_budget"])].append(r)
-  strategies = sorted({r["strategy"] for r in rows})
+  return (sorted({r["generation_budget"] for r in rows}),
+          sorted({r["strategy"] for r in rows}), cells, max(r["problems"] for r in rows))
+
+
+def _cell(got: Sequence[dict], rule: str, most_problems: int) -> str:
+  """'accuracy (GFLOPs per problem)', averaged over the seeds' rows; '[n=...]' marks a
+  cell over fewer problems than the others (a sweep still running)."""
+  acc = np.mean([r[rule] for r in got])
+  text = f"{acc:.3f} ({np.mean([r['mean_flops'] for r in got]) / 1e9:.2f})"
+  problems = min(r["problems"] for r in got)
+  return text + (f" [n={problems}]" if problems < most_problems else "")
+
+
+def format_table(rows: Sequence[dict], rule: str = "weighted_last") -> str:
+  """Strategies down, generation budgets across: 'accuracy (GFLOPs per problem)'."""
+  budgets, strategies, cells, most = _cells(rows)
+  text = {key: _cell(got, rule, most) for key, got in cells.items()}
   width = max(len(s) for s in strategies) + 2
+  column = max(len(t) for t in text.values()) + 2
   lines = [f"accuracy ({rule}) and GFLOPs per problem, by generation budget",
-           " " * width + "".join(f"{b:>16}" for b in budgets)]
+           " " * width + "".join(f"{b:>{column}}" for b in budgets)]
   for s in strategies:
-    line = f"{s:<{width}}"
-    for b in budgets:
-      got = cells.get((s, b))
-      if got:
-        acc = np.mean([r[rule] for r in got])
-        gflops = np.mean([r["mean_flops"] for r in got]) / 1e9
-        line += f"{acc:>8.3f} ({gflops:5.2f})"
-      else:
-        line += f"{'-':>16}"
-    lines.append(line)
+    lines.append(f"{s:<{width}}" + "".join(f"{text.get((s, b), '-'):>{column}}"
+                                           for b in budgets))
+  return "\n".join(lines)
+
+
+def wall_times(records: Sequence[dict], problems_per_batch: int) -> list[dict]:
+  """Recorded wall time per (strategy, budget, seed): the sum over its units.
+
+  Every record carries its unit's wall time (`unit_wall_s`, compilation included), and
+  a unit's records are written together, so a run of consecutive records with the same
+  (strategy, budget, seed, time) is one unit -- or, if neighbouring units took the same
+  time to the millisecond, ceil(records / problems_per_batch) of them. Times add up
+  across resumed runs. Records without a time (older sweeps) are counted in
+  `untimed_problems`.
+  """
+  if problems_per_batch <= 0:
+    raise ValueError(f"problems_per_batch must be positive, got {problems_per_batch}.")
+  totals = collections.defaultdict(lambda: {"units": 0, "wall_s": 0.0, "problems": 0,
+                                            "untimed_problems": 0})
+  group_key, group_size = None, 0
+
+  def close(key, size):
+    if key is not None and key[3] is not None:
+      units = -(-size // problems_per_batch)
+      totals[key[:3]]["units"] += units
+      totals[key[:3]]["wall_s"] += units * key[3]
+
+  for record in records:
+    key = (record["strategy"], record["budget"], record["seed"], record.get("unit_wall_s"))
+    totals[key[:3]]["problems"] += 1
+    if key[3] is None:
+      totals[key[:3]]["untimed_problems"] += 1
+    if key != group_key:
+      close(group_key, group_size)
+      group_key, group_size = key, 0
+    group_size += 1
+  close(group_key, group_size)
+  return [{"strategy": s, "budget": b, "seed": seed, **t}
+          for (s, b, seed), t in sorted(totals.items(), key=lambda kv: (kv[0][1], kv[0][0],
+                                                                         kv[0][2]))]
+
+
+def format_markdown(rows: Sequence[dict], rules: Sequence[str]) -> str:
+  """A markdown table: one line per (strategy, selection rule), generation budgets
+  across, each cell 'accuracy (GFLOPs per problem)'."""
+  known = [s[0] for s in SELECTIONS] + ["oracle"]
+  unknown = [rule for rule in rules if rule not in known]
+  if unknown or not rules:
+    raise ValueError(f"Unknown or no selection rules {list(rules)}; choose from {known}.")
+  budgets, strategies, cells, most = _cells(rows)
+  lines = ["| strategy | selection | " + " | ".join(str(b) for b in budgets) + " |",
+           "|---|---|" + "---:|" * len(budgets)]
+  for s in strategies:
+    for rule in rules:
+      lines.append(f"| {s} | {rule} | " + " | ".join(
+          _cell(cells[(s, b)], rule, most) if (s, b) in cells else "-"
+          for b in budgets) + " |")
   return "\n".join(lines)
