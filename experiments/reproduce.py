@@ -22,6 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from ttcjax.search import sweep
 from ttcjax.tasks import arith_study, math_study
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -48,7 +49,7 @@ def main(argv):
     bar = bars[stage]
     bar.total = stats["units_total"]
     bar.n = stats["units_run"] + stats["units_skipped"]
-    bar.set_postfix(tok_s=f"{stats['tokens_generated'] / max(stats['wall_s'], 1e-9):.0f}")
+    bar.set_postfix(sweep.progress_postfix(stats))
     bar.refresh()
 
   task = _CONFIG.value.get("task", "arith")

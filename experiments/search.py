@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from ttcjax import parallel, study_runner
+from ttcjax.search import sweep
 from ttcjax.tasks import math_study, testbed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A sweep config file.")
@@ -63,7 +64,7 @@ def main(argv):
   def progress(stats):
     bar.total = stats["units_total"]
     bar.n = stats["units_run"] + stats["units_skipped"]
-    bar.set_postfix(tok_s=f"{stats['tokens_generated'] / stats['wall_s']:.0f}")
+    bar.set_postfix(sweep.progress_postfix(stats))
     bar.refresh()
 
   run = math_study.run_search_sweep if math else testbed.run_search_sweep

@@ -92,11 +92,17 @@ def test_a_killed_sweep_resumes_without_losing_or_duplicating(tiny_models, tmp_p
   assert record["flops"]["total_flops"] > record["flops"]["policy_flops"] > 0
 
   part = tmp_path / "part"
-  testbed.run_search_sweep(config, str(part), stop_after_units=2)
+  first = testbed.run_search_sweep(config, str(part), stop_after_units=2)
+  # Work in samples: beam at 2 (10 problems x 2) ran; beam at 4 and best-of-N at 4 remain.
+  assert (first["samples_run"], first["samples_left"]) == (20, 80)
   with open(part / "results.jsonl", "a") as f:
     f.write('{"key": "beam_m2|4|0|test-L1-0", "uid": ')  # the kill cut a line
-  resumed = testbed.run_search_sweep(config, str(part))
+  seen = []
+  resumed = testbed.run_search_sweep(config, str(part), progress=seen.append)
   assert resumed["units_run"] == 4 and resumed["units_skipped"] == 2
+  assert (resumed["samples_run"], resumed["samples_left"]) == (80, 0)
+  assert seen[0]["eta_s"] > 0 and seen[-1]["eta_s"] == 0
+  assert sweep.progress_postfix(seen[-1])["left"] == "0h00m"
   lines = (part / "results.jsonl").read_text().splitlines()
   assert len(lines) == 30 and len({json.loads(line)["key"] for line in lines}) == 30
   assert read(part / "results.jsonl") == expected

@@ -79,6 +79,12 @@ class Unit:
   seed: int
   problem_indices: tuple[int, ...]
 
+  def samples(self, num_problems: int) -> int:
+    """Work in the paper's unit: the generation budget times `num_problems` of its
+    problems."""
+    lookahead = self.setting.resolve(self.budget).get("lookahead_steps", 0)
+    return compute.generation_budget(self.budget, lookahead) * num_problems
+
 
 def record_key(label: str, budget: int, seed: int, uid: str) -> str:
   return f"{label}|{budget}|{seed}|{uid}"
@@ -175,6 +181,15 @@ def _records(unit: Unit, hyper: dict, result, problems: Sequence[Any], correct_a
   return out
 
 
+def progress_postfix(stats: dict) -> dict[str, str]:
+  """What a progress bar shows beside units done: policy tokens per second, and the
+  time left estimated from the samples still to run (`run_sweep`'s "eta_s")."""
+  wall_s = max(stats["wall_s"], 1e-9)
+  minutes = int(stats.get("eta_s", 0.0) // 60)
+  return {"tok_s": f"{stats['tokens_generated'] / wall_s:.0f}",
+          "left": f"{minutes // 60}h{minutes % 60:02d}m"}
+
+
 def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[str],
               problem_ids: Sequence[int], correct_answers: Sequence, units: Iterable[Unit], path: str, sampler: Sampler,
               problems_per_batch: int, stop_after_units: int | None = None,
@@ -197,14 +212,17 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
     sampler: how steps are sampled.
     problems_per_batch: the batch size units were planned with.
     stop_after_units: stop after this many units run (for tests of resumption).
-    progress: called after each unit with running totals.
+    progress: called after each unit with running totals, including "samples_left"
+      and "eta_s": the work still to do in samples (a unit's problems times its
+      generation budget), and the time it would take at this run's rate so far.
     problem_texts: the problems as a PRM adapter's prompt states them (runners with an
       adapter need them; see `SearchRunner.search`).
     judge: (a candidate's canonical answer, the correct answer, the candidate's text)
       -> right or not.
 
   Returns:
-    {"units_run", "units_skipped", "records_written", "tokens_generated", "wall_s"}.
+    {"units_run", "units_skipped", "records_written", "tokens_generated", "wall_s",
+     "samples_run", "samples_left"}.
   """
   jsonlines.drop_partial_line(path)
   done = done_keys(path)
@@ -213,14 +231,18 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
   stats = {"units_run": 0, "units_skipped": 0, "records_written": 0, "tokens_generated": 0.0}
   start = time.perf_counter()
   units = list(units)
+  # Time left is estimated from samples, not units: a unit's cost grows with its budget.
+  todo_of = [[i for i in unit.problem_indices
+              if record_key(unit.setting.label, unit.budget, unit.seed, problems[i].uid)
+              not in done] for unit in units]
+  stats["samples_run"] = 0
+  stats["samples_left"] = sum(u.samples(len(todo)) for u, todo in zip(units, todo_of))
   # Across hosts every process runs every unit (the search is one program over the
   # global mesh) and sees the global results; process 0 alone writes them, so the
   # workdir must be on a filesystem all hosts share (they all read it to resume).
   writer = open(path, "a") if jax.process_index() == 0 else open(os.devnull, "w")
   with writer as f:
-    for unit in units:
-      todo = [i for i in unit.problem_indices
-              if record_key(unit.setting.label, unit.budget, unit.seed, problems[i].uid) not in done]
+    for unit, todo in zip(units, todo_of):
       if not todo:
         stats["units_skipped"] += 1
         continue
@@ -246,7 +268,11 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
       stats["units_run"] += 1
       stats["records_written"] += len(todo)
       stats["tokens_generated"] += float(np.sum(result.compute["policy_generated"]))
+      stats["samples_run"] += unit.samples(len(todo))
+      stats["samples_left"] -= unit.samples(len(todo))
       if progress is not None:
-        progress(dict(stats, units_total=len(units), wall_s=time.perf_counter() - start))
+        wall_s = time.perf_counter() - start
+        progress(dict(stats, units_total=len(units), wall_s=wall_s,
+                      eta_s=wall_s / stats["samples_run"] * stats["samples_left"]))
   stats["wall_s"] = time.perf_counter() - start
   return stats
