@@ -16,7 +16,7 @@ import pytest
 
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import PRESETS, RopeScaling, TransformerConfig, get_config
-from ttcjax.models.transformer import forward, init_params, rope_frequencies
+from ttcjax.models.transformer import attention_views, forward, init_params, rope_frequencies
 from ttcjax.sampling import prefill, transformer_decode_fn
 from jax_helpers import host_jit, random_tree
 
@@ -135,6 +135,36 @@ def test_cached_decoding_matches_full_forward(scenario):
                                 np.add(PAD_LENGTHS, CHUNK))
   np.testing.assert_array_equal(scenario["final_cache"].lengths,
                                 np.add(PAD_LENGTHS, CHUNK) + STEPS)
+
+
+def test_attention_views():
+  assert attention_views(208) == (32, 64, 112, 208)
+  assert attention_views(64) == (16, 32, 64)
+  assert attention_views(16) == (16,) and attention_views(5) == (5,)
+
+
+@host_jit(static_argnames=("config",))
+def _decode_across_views(params, config, tokens, prompt_lengths):
+  """Prefills rows of different lengths into a 64-slot cache, then decodes one token
+  at a time, so attention reads the 16-, 32- and 64-slot views in turn."""
+  cache = KVCache.init(config, tokens.shape[0], 64)
+  cache = forward(params, config, tokens[:, :16], cache, prompt_lengths).cache
+
+  def step(cache, _):
+    result = forward(params, config, _gather_chunk(tokens, cache.lengths, 1), cache)
+    return result.cache, result.logits[:, 0]
+
+  return jax.lax.scan(step, cache, None, length=tokens.shape[1] - 16)[1]
+
+
+def test_cached_decoding_reads_only_the_live_views(models):
+  config, params = models["tiny"]
+  tokens = random_tokens(3, (2, 60), config.vocab_size)
+  full = forward(params, config, tokens).logits
+  lengths = (10, 16)  # the longer row decides the view: 16 slots, then 32, then 64
+  steps = _decode_across_views(params, config, tokens, jnp.array(lengths, jnp.int32))
+  for b, n in enumerate(lengths):
+    np.testing.assert_allclose(steps[:, b], full[b, n:n + 44], atol=ATOL, rtol=0)
 
 
 def test_padded_batch_matches_rows_alone(scenario):

@@ -11,6 +11,12 @@ chunk (right-padded rows are fine). With a cache the chunk is appended to each r
 at that row's own position (`cache.lengths`), `num_new[b]` of its K tokens are valid,
 and every query attends to the row's whole valid prefix.
 
+Attention with a cache reads only a prefix of the cache's slots: the shortest of a
+few static views (`attention_views`) that holds every row's tokens, chosen at run
+time (`lax.switch`). Searches allocate caches for the longest solution while most
+rounds and decode steps are far shorter, and slots past every row's length would
+only be masked out.
+
 B denotes the batch dimension, K the chunk length, V the vocabulary, H the width.
 """
 
@@ -28,6 +34,27 @@ from ttcjax.models.config import TransformerConfig
 
 LogitsMode = Literal["all", "last", "none"]
 _MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)  # finite: a fully masked row stays NaN-free
+
+
+def attention_views(capacity: int) -> tuple[int, ...]:
+  """The cache prefixes attention may read: halvings of the capacity down to an
+  eighth, rounded up to multiples of 16 slots, and the capacity itself."""
+  views = {capacity}
+  for fraction in (2, 4, 8):
+    view = -(-capacity // fraction)
+    view = -(-view // 16) * 16
+    if 16 <= view < capacity:
+      views.add(view)
+  return tuple(sorted(views))
+
+
+def _attend(q, keys, values, allowed, dtype):
+  """Softmax attention [B, Hkv, Q, D] over the key slots `allowed` [B, 1, Q, Ck] marks."""
+  scores = jnp.einsum("bhqd,bhkd->bhqk", q, keys.astype(q.dtype),
+                      preferred_element_type=jnp.float32) / np.sqrt(q.shape[-1])
+  scores = jnp.where(allowed, scores, _MASK_VALUE)
+  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+  return jnp.einsum("bhqk,bhkd->bhqd", probs, values.astype(dtype))
 
 
 class ModelOutput(NamedTuple):
@@ -124,7 +151,8 @@ class Attention(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid):
+  def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid,
+               view_index=None):
     """Grouped-query attention.
 
     Args:
@@ -134,6 +162,8 @@ class Attention(nn.Module):
         written into, or None (attend within the chunk only).
       key_positions: [B, Ck] position of every key slot.
       key_valid: [B, Ck] whether a key slot holds a real token.
+      view_index: with a cache, which of `attention_views(C)` to read (it must hold
+        every valid slot); None reads all C slots.
 
     Returns:
       ([B, K, H] output, updated keys buffer or None, updated values buffer or None).
@@ -165,16 +195,18 @@ class Attention(nn.Module):
     groups = heads // kv_heads
     q = q.reshape(batch, chunk, kv_heads, groups, dim).transpose(0, 2, 3, 1, 4)
     q = q.reshape(batch, kv_heads, groups * chunk, dim)
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, all_k.astype(q.dtype),
-                        preferred_element_type=jnp.float32) / np.sqrt(dim)
     allowed = key_valid[:, None, :] & (key_positions[:, None, :] <= positions[:, :, None])
     if cfg.sliding_window is not None:
       allowed &= key_positions[:, None, :] > positions[:, :, None] - cfg.sliding_window
     allowed = jnp.broadcast_to(allowed[:, None], (batch, groups) + allowed.shape[1:])
     allowed = allowed.reshape(batch, 1, groups * chunk, -1)
-    scores = jnp.where(allowed, scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(cfg.jnp_dtype)
-    out = jnp.einsum("bhqk,bhkd->bhqd", probs, all_v.astype(cfg.jnp_dtype))
+    if view_index is None:
+      out = _attend(q, all_k, all_v, allowed, cfg.jnp_dtype)
+    else:  # read only the cache prefix every row's tokens fit in
+      out = jax.lax.switch(view_index, [
+          lambda view=view: _attend(q, all_k[:, :, :view], all_v[:, :, :view],
+                                    allowed[..., :view], cfg.jnp_dtype)
+          for view in attention_views(all_k.shape[2])])
     out = out.reshape(batch, kv_heads, groups, chunk, dim).transpose(0, 3, 1, 2, 4)
     out = out.reshape(batch, chunk, heads * dim)
     return _dense(cfg.hidden_size, cfg, "o_proj")(out), keys_cache, values_cache
@@ -195,12 +227,13 @@ class DecoderLayer(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid):
+  def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid,
+               view_index=None):
     cfg = self.config
     norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, cfg.jnp_param_dtype, name=name)
     attn_out, keys_cache, values_cache = Attention(cfg, name="self_attn")(
         norm("input_layernorm")(x), positions, keys_cache, values_cache,
-        key_positions, key_valid)
+        key_positions, key_valid, view_index)
     x = x + attn_out
     x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
     return x, keys_cache, values_cache
@@ -232,6 +265,7 @@ class Transformer(nn.Module):
       positions = jnp.broadcast_to(offsets, (batch, chunk))
       key_positions, key_valid = positions, offsets < num_new[:, None]
       keys, values = (None,) * len(self.layers), (None,) * len(self.layers)
+      view_index = None
     else:
       positions = cache.lengths[:, None] + offsets
       new_lengths = cache.lengths + num_new
@@ -239,11 +273,14 @@ class Transformer(nn.Module):
       key_positions = jnp.broadcast_to(slots, (batch, cache.capacity))
       key_valid = slots < new_lengths[:, None]
       keys, values = cache.keys, cache.values
+      # The first view holding the longest row (writes past the capacity are dropped).
+      views = jnp.asarray(attention_views(cache.capacity), jnp.int32)
+      view_index = jnp.minimum(jnp.searchsorted(views, jnp.max(new_lengths)), len(views) - 1)
 
     x = self.embed_tokens(tokens)
     new_keys, new_values = [], []
     for layer, k_buf, v_buf in zip(self.layers, keys, values):
-      x, k_buf, v_buf = layer(x, positions, k_buf, v_buf, key_positions, key_valid)
+      x, k_buf, v_buf = layer(x, positions, k_buf, v_buf, key_positions, key_valid, view_index)
       new_keys.append(k_buf)
       new_values.append(v_buf)
     hidden = self.norm(x)
