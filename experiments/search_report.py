@@ -6,7 +6,8 @@ and the sweep's recorded wall time.
       --markdown=majority,weighted_last,weighted_min,weighted_prod
 
 The wall time is the sum of the recorded unit times (compilation included), so it
-adds up across a sweep resumed over several runs.
+adds up across a sweep resumed over several runs; beside it, the units times the
+median unit, which a unit slowed by other work on the machine does not inflate.
 """
 
 import json
@@ -43,16 +44,18 @@ def main(argv):
     print(report.format_markdown(rows, _MARKDOWN.value))
   else:
     print(report.format_table(rows, _RULE.value))
-  print("\nrecorded wall time (s), compilation included:")
+  print("\nrecorded wall time (s), compilation included; in brackets, units x the median "
+        "unit (robust to a unit slowed by other work on the machine):")
   for budget in sorted({t["budget"] for t in times}):
     at = [t for t in times if t["budget"] == budget]
-    print(f"  budget {budget:>4}: {sum(t['wall_s'] for t in at):9.1f}  " + ", ".join(
-        f"{t['strategy']} {t['wall_s']:.1f}" for t in at))
+    print(f"  budget {budget:>4}: {sum(t['wall_s'] for t in at):9.1f} "
+          f"[{sum(t['units'] * t['median_unit_s'] for t in at):9.1f}]  " + ", ".join(
+              f"{t['strategy']} {t['wall_s']:.1f}" for t in at))
   untimed = sum(t["untimed_problems"] for t in times)
-  print(f"  total: {sum(t['wall_s'] for t in times):.1f} s over "
+  print(f"  total: {sum(t['wall_s'] for t in times):.1f} s "
+        f"[{sum(t['units'] * t['median_unit_s'] for t in times):.1f} s] over "
         f"{sum(t['units'] for t in times)} units"
         + (f" ({untimed} records carry no time)" if untimed else ""))
-
 
 if __name__ == "__main__":
   app.run(main)

@@ -157,6 +157,7 @@ def test_wall_times_count_each_unit_once():
              + unit("bon", 4, 1.5, 3) + [dict(strategy="bon", budget=4, seed=0)])
   times = {t["strategy"]: t for t in report.wall_times(records, problems_per_batch=3)}
   assert times["beam"]["units"] == 3 and times["beam"]["wall_s"] == 9.0
+  assert times["beam"]["median_unit_s"] == 2.0
   assert times["beam"]["problems"] == 7
   assert times["bon"]["units"] == 1 and times["bon"]["wall_s"] == 1.5
   assert times["bon"]["untimed_problems"] == 1

@@ -9,6 +9,7 @@ its N samples, and its compute at n is the prompt's cost plus n / N of the rest.
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -186,7 +187,8 @@ def format_table(rows: Sequence[dict], rule: str = "weighted_last") -> str:
 
 
 def wall_times(records: Sequence[dict], problems_per_batch: int) -> list[dict]:
-  """Recorded wall time per (strategy, budget, seed): the sum over its units.
+  """Recorded wall time per (strategy, budget, seed): the sum over its units, and the
+  median unit (what a unit takes when nothing else competes for the machine).
 
   Every record carries its unit's wall time (`unit_wall_s`, compilation included), and
   a unit's records are written together, so a run of consecutive records with the same
@@ -197,29 +199,26 @@ def wall_times(records: Sequence[dict], problems_per_batch: int) -> list[dict]:
   """
   if problems_per_batch <= 0:
     raise ValueError(f"problems_per_batch must be positive, got {problems_per_batch}.")
-  totals = collections.defaultdict(lambda: {"units": 0, "wall_s": 0.0, "problems": 0,
-                                            "untimed_problems": 0})
-  group_key, group_size = None, 0
-
-  def close(key, size):
-    if key is not None and key[3] is not None:
-      units = -(-size // problems_per_batch)
-      totals[key[:3]]["units"] += units
-      totals[key[:3]]["wall_s"] += units * key[3]
-
-  for record in records:
-    key = (record["strategy"], record["budget"], record["seed"], record.get("unit_wall_s"))
-    totals[key[:3]]["problems"] += 1
-    if key[3] is None:
-      totals[key[:3]]["untimed_problems"] += 1
-    if key != group_key:
-      close(group_key, group_size)
-      group_key, group_size = key, 0
-    group_size += 1
-  close(group_key, group_size)
-  return [{"strategy": s, "budget": b, "seed": seed, **t}
-          for (s, b, seed), t in sorted(totals.items(), key=lambda kv: (kv[0][1], kv[0][0],
-                                                                         kv[0][2]))]
+  unit_times = collections.defaultdict(list)
+  problems = collections.Counter()
+  untimed = collections.Counter()
+  groups = itertools.groupby(records, key=lambda r: (r["strategy"], r["budget"], r["seed"],
+                                                     r.get("unit_wall_s")))
+  for (*run, wall_s), group in groups:
+    size = len(list(group))
+    problems[tuple(run)] += size
+    if wall_s is None:
+      untimed[tuple(run)] += size
+    else:
+      unit_times[tuple(run)] += [wall_s] * -(-size // problems_per_batch)
+  rows = []
+  for run in sorted(problems, key=lambda r: (r[1], r[0], r[2])):
+    times = unit_times.get(run, [])
+    rows.append({"strategy": run[0], "budget": run[1], "seed": run[2], "units": len(times),
+                 "wall_s": float(sum(times)),
+                 "median_unit_s": float(np.median(times)) if times else 0.0,
+                 "problems": problems[run], "untimed_problems": untimed[run]})
+  return rows
 
 
 def format_markdown(rows: Sequence[dict], rules: Sequence[str]) -> str:
