@@ -141,30 +141,42 @@ def test_attention_views():
   assert attention_views(208) == (32, 64, 112, 208)
   assert attention_views(64) == (16, 32, 64)
   assert attention_views(16) == (16,) and attention_views(5) == (5,)
+  assert attention_views(33) == (16, 33) and attention_views(48) == (16, 32, 48)
 
 
 @host_jit(static_argnames=("config",))
 def _decode_across_views(params, config, tokens, prompt_lengths):
-  """Prefills rows of different lengths into a 64-slot cache, then decodes one token
-  at a time, so attention reads the 16-, 32- and 64-slot views in turn."""
+  """Prefills rows of different lengths into a 64-slot cache, appends a chunk of 8
+  tokens, then decodes one token at a time, so attention reads the 16-, 32- and
+  64-slot views in turn."""
   cache = KVCache.init(config, tokens.shape[0], 64)
   cache = forward(params, config, tokens[:, :16], cache, prompt_lengths).cache
+  chunk = forward(params, config, _gather_chunk(tokens, cache.lengths, 8), cache)
 
   def step(cache, _):
     result = forward(params, config, _gather_chunk(tokens, cache.lengths, 1), cache)
     return result.cache, result.logits[:, 0]
 
-  return jax.lax.scan(step, cache, None, length=tokens.shape[1] - 16)[1]
+  return chunk.logits, jax.lax.scan(step, chunk.cache, None, length=tokens.shape[1] - 24)[1]
 
 
-def test_cached_decoding_reads_only_the_live_views(models):
-  config, params = models["tiny"]
+@pytest.mark.parametrize("name", NAMES)
+def test_cached_decoding_reads_only_the_live_views(models, name):
+  config, params = models[name]
   tokens = random_tokens(3, (2, 60), config.vocab_size)
   full = forward(params, config, tokens).logits
-  lengths = (10, 16)  # the longer row decides the view: 16 slots, then 32, then 64
-  steps = _decode_across_views(params, config, tokens, jnp.array(lengths, jnp.int32))
+  lengths = (10, 14)  # the longer row decides: 16 slots, then 32 (the chunk), then 64
+  chunk, steps = _decode_across_views(params, config, tokens, jnp.array(lengths, jnp.int32))
+  # 60 positions of float32 round-off: up to 1.1e-5 here, as much when attention reads
+  # the whole capacity; a wrong view moves logits by far more.
   for b, n in enumerate(lengths):
-    np.testing.assert_allclose(steps[:, b], full[b, n:n + 44], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(chunk[b], full[b, n:n + 8], atol=3e-5, rtol=0)
+    np.testing.assert_allclose(steps[:, b], full[b, n + 8:n + 44], atol=3e-5, rtol=0)
+  # With a cache, every layer's attention is a conditional over the three views.
+  cache = KVCache.init(config, 2, 64)
+  jaxpr = str(jax.make_jaxpr(lambda p, t: forward(p, config, t, cache))(params, tokens[:, :1]))
+  assert jaxpr.count("cond[") == config.num_layers
+  assert "cond[" not in str(jax.make_jaxpr(lambda p, t: forward(p, config, t))(params, tokens))
 
 
 def test_padded_batch_matches_rows_alone(scenario):

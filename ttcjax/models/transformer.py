@@ -22,6 +22,7 @@ B denotes the batch dimension, K the chunk length, V the vocabulary, H the width
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, NamedTuple
 
 import flax.linen as nn
@@ -38,12 +39,13 @@ _MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)  # finite: a fully masked r
 
 def attention_views(capacity: int) -> tuple[int, ...]:
   """The cache prefixes attention may read: halvings of the capacity down to an
-  eighth, rounded up to multiples of 16 slots, and the capacity itself."""
+  eighth, rounded up to multiples of 16 slots, and the capacity itself (a view within
+  16 slots of the next is not worth its compile)."""
   views = {capacity}
   for fraction in (2, 4, 8):
     view = -(-capacity // fraction)
     view = -(-view // 16) * 16
-    if 16 <= view < capacity:
+    if 16 <= view <= capacity - 16:
       views.add(view)
   return tuple(sorted(views))
 
@@ -195,18 +197,22 @@ class Attention(nn.Module):
     groups = heads // kv_heads
     q = q.reshape(batch, chunk, kv_heads, groups, dim).transpose(0, 2, 3, 1, 4)
     q = q.reshape(batch, kv_heads, groups * chunk, dim)
-    allowed = key_valid[:, None, :] & (key_positions[:, None, :] <= positions[:, :, None])
-    if cfg.sliding_window is not None:
-      allowed &= key_positions[:, None, :] > positions[:, :, None] - cfg.sliding_window
-    allowed = jnp.broadcast_to(allowed[:, None], (batch, groups) + allowed.shape[1:])
-    allowed = allowed.reshape(batch, 1, groups * chunk, -1)
+
+    def attend(view):
+      """Attention over the first `view` key slots (the mask built at that width)."""
+      key_pos, valid = key_positions[:, :view], key_valid[:, :view]
+      allowed = valid[:, None, :] & (key_pos[:, None, :] <= positions[:, :, None])
+      if cfg.sliding_window is not None:
+        allowed &= key_pos[:, None, :] > positions[:, :, None] - cfg.sliding_window
+      allowed = jnp.broadcast_to(allowed[:, None], (batch, groups) + allowed.shape[1:])
+      allowed = allowed.reshape(batch, 1, groups * chunk, view)
+      return _attend(q, all_k[:, :, :view], all_v[:, :, :view], allowed, cfg.jnp_dtype)
+
     if view_index is None:
-      out = _attend(q, all_k, all_v, allowed, cfg.jnp_dtype)
+      out = attend(all_k.shape[2])
     else:  # read only the cache prefix every row's tokens fit in
-      out = jax.lax.switch(view_index, [
-          lambda view=view: _attend(q, all_k[:, :, :view], all_v[:, :, :view],
-                                    allowed[..., :view], cfg.jnp_dtype)
-          for view in attention_views(all_k.shape[2])])
+      out = jax.lax.switch(view_index, [functools.partial(attend, view)
+                                        for view in attention_views(all_k.shape[2])])
     out = out.reshape(batch, kv_heads, groups, chunk, dim).transpose(0, 3, 1, 2, 4)
     out = out.reshape(batch, chunk, heads * dim)
     return _dense(cfg.hidden_size, cfg, "o_proj")(out), keys_cache, values_cache
