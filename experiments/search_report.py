@@ -35,7 +35,9 @@ def main(argv):
   policy = compute.ModelCost.of_policy(testbed.load_policy(config["policy_dir"])[0])
   prm = compute.ModelCost.of_prm(testbed.load_reward_model(config["prm_dir"])[0])
   records = sweep.read_results(os.path.join(_WORKDIR.value, "results.jsonl"))
-  rows = report.budget_table(records, config["budgets"], policy, prm)
+  # A sweep widened in place keeps its first run's config; its records hold the rest.
+  budgets = sorted(set(config["budgets"]) | {r["budget"] for r in records})
+  rows = report.budget_table(records, budgets, policy, prm)
   times = report.wall_times(records, config["problems_per_batch"])
   if _JSON.value:
     with open(_JSON.value, "w") as f:

@@ -163,3 +163,7 @@ def test_wall_times_count_each_unit_once():
   assert times["bon"]["untimed_problems"] == 1
   with pytest.raises(ValueError, match="positive"):
     report.wall_times(records, 0)
+  # Records name their unit's size, so a sweep resumed with larger batches is not split.
+  larger = [dict(r, unit_problems=6) for r in unit("beam", 8, 4.0, 6)]
+  times = report.wall_times(larger, problems_per_batch=3)
+  assert times[0]["units"] == 1 and times[0]["wall_s"] == 4.0

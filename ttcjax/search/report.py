@@ -193,24 +193,26 @@ def wall_times(records: Sequence[dict], problems_per_batch: int) -> list[dict]:
   Every record carries its unit's wall time (`unit_wall_s`, compilation included), and
   a unit's records are written together, so a run of consecutive records with the same
   (strategy, budget, seed, time) is one unit -- or, if neighbouring units took the same
-  time to the millisecond, ceil(records / problems_per_batch) of them. Times add up
-  across resumed runs. Records without a time (older sweeps) are counted in
-  `untimed_problems`.
+  time to the millisecond, ceil(records / the unit's records) of them (each record
+  states its unit's `unit_problems`; older ones fall back to `problems_per_batch`).
+  Times add up across resumed runs. Records without a time (older sweeps) are counted
+  in `untimed_problems`.
   """
   if problems_per_batch <= 0:
     raise ValueError(f"problems_per_batch must be positive, got {problems_per_batch}.")
   unit_times = collections.defaultdict(list)
   problems = collections.Counter()
   untimed = collections.Counter()
-  groups = itertools.groupby(records, key=lambda r: (r["strategy"], r["budget"], r["seed"],
-                                                     r.get("unit_wall_s")))
-  for (*run, wall_s), group in groups:
+  groups = itertools.groupby(records, key=lambda r: (
+      r["strategy"], r["budget"], r["seed"], r.get("unit_wall_s"),
+      r.get("unit_problems", problems_per_batch)))
+  for (*run, wall_s, unit_size), group in groups:
     size = len(list(group))
     problems[tuple(run)] += size
     if wall_s is None:
       untimed[tuple(run)] += size
     else:
-      unit_times[tuple(run)] += [wall_s] * -(-size // problems_per_batch)
+      unit_times[tuple(run)] += [wall_s] * -(-size // unit_size)
   rows = []
   for run in sorted(problems, key=lambda r: (r[1], r[0], r[2])):
     times = unit_times.get(run, [])

@@ -80,8 +80,7 @@ class Unit:
   problem_indices: tuple[int, ...]
 
   def samples(self, num_problems: int) -> int:
-    """Work in the paper's unit: the generation budget times `num_problems` of its
-    problems."""
+    """Work in the paper's unit: the generation budget times `num_problems` problems."""
     lookahead = self.setting.resolve(self.budget).get("lookahead_steps", 0)
     return compute.generation_budget(self.budget, lookahead) * num_problems
 
@@ -177,6 +176,7 @@ def _records(unit: Unit, hyper: dict, result, problems: Sequence[Any], correct_a
         "compute": {k: float(v[i]) for k, v in result.compute.items()},
         "flops": {k: float(v[i]) for k, v in flops.items()},
         "unit_wall_s": round(unit_wall_s, 3),
+        "unit_problems": len(problems),
     })
   return out
 
@@ -185,7 +185,7 @@ def progress_postfix(stats: dict) -> dict[str, str]:
   """What a progress bar shows beside units done: policy tokens per second, and the
   time left estimated from the samples still to run (`run_sweep`'s "eta_s")."""
   wall_s = max(stats["wall_s"], 1e-9)
-  minutes = int(stats.get("eta_s", 0.0) // 60)
+  minutes = math.ceil(stats.get("eta_s", 0.0) / 60)
   return {"tok_s": f"{stats['tokens_generated'] / wall_s:.0f}",
           "left": f"{minutes // 60}h{minutes % 60:02d}m"}
 
@@ -213,8 +213,9 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
     problems_per_batch: the batch size units were planned with.
     stop_after_units: stop after this many units run (for tests of resumption).
     progress: called after each unit with running totals, including "samples_left"
-      and "eta_s": the work still to do in samples (a unit's problems times its
-      generation budget), and the time it would take at this run's rate so far.
+      and "eta_s": the work still to do in samples (each unit left searches a whole
+      batch, padding included, at its generation budget), and the time it would take
+      at this run's rate so far.
     problem_texts: the problems as a PRM adapter's prompt states them (runners with an
       adapter need them; see `SearchRunner.search`).
     judge: (a candidate's canonical answer, the correct answer, the candidate's text)
@@ -232,11 +233,13 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
   start = time.perf_counter()
   units = list(units)
   # Time left is estimated from samples, not units: a unit's cost grows with its budget.
+  # Every unit searches a whole batch (short ones are padded, see below).
+  batch_rows = problems_per_batch + (-problems_per_batch % runner.data_shards)
   todo_of = [[i for i in unit.problem_indices
               if record_key(unit.setting.label, unit.budget, unit.seed, problems[i].uid)
               not in done] for unit in units]
   stats["samples_run"] = 0
-  stats["samples_left"] = sum(u.samples(len(todo)) for u, todo in zip(units, todo_of))
+  stats["samples_left"] = sum(u.samples(batch_rows) for u, todo in zip(units, todo_of) if todo)
   # Across hosts every process runs every unit (the search is one program over the
   # global mesh) and sees the global results; process 0 alone writes them, so the
   # workdir must be on a filesystem all hosts share (they all read it to resume).
@@ -268,8 +271,8 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
       stats["units_run"] += 1
       stats["records_written"] += len(todo)
       stats["tokens_generated"] += float(np.sum(result.compute["policy_generated"]))
-      stats["samples_run"] += unit.samples(len(todo))
-      stats["samples_left"] -= unit.samples(len(todo))
+      stats["samples_run"] += unit.samples(len(padded))
+      stats["samples_left"] -= unit.samples(len(padded))
       if progress is not None:
         wall_s = time.perf_counter() - start
         progress(dict(stats, units_total=len(units), wall_s=wall_s,
