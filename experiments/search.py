@@ -9,7 +9,10 @@ open checkpoints (a config with task = "math500").
       --config.prm_dir=/data/Qwen2.5-Math-PRM-7B
 
 Results go to WORKDIR/results.jsonl, one line per (problem, strategy, budget, seed),
-written as each batch finishes; a restarted run skips what is there.
+written as each batch finishes; a restarted run skips what is there. With
+--archive=DIR (testbed sweeps) it also skips the groups summarised there
+(`experiments.search_report --update_archive` writes them): a sweep continues from
+a committed archive, e.g. results/arith_sweep, on a machine without its workdir.
 
 On several devices the problems are sharded over a "data" mesh axis (the testbed: all
 devices by default; MATH-500: the config's `mesh`, unless the flags say otherwise).
@@ -39,6 +42,8 @@ _DATA_SHARDS = flags.DEFINE_integer(
 _MODEL_SHARDS = flags.DEFINE_integer(
     "model_shards", 0, "Devices each model's weights are split over (0: the config's mesh "
     "for MATH-500, else 1).")
+_ARCHIVE = flags.DEFINE_string(
+    "archive", None, "A directory of archived sweep groups to skip (testbed sweeps).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -67,8 +72,14 @@ def main(argv):
     bar.set_postfix(sweep.progress_postfix(stats))
     bar.refresh()
 
-  run = math_study.run_search_sweep if math else testbed.run_search_sweep
-  stats = run(config, _WORKDIR.value, mesh=mesh, progress=progress)
+  if math:
+    if _ARCHIVE.value:
+      raise ValueError("--archive applies to testbed sweeps; a MATH-500 sweep resumes "
+                       "from its workdir alone.")
+    stats = math_study.run_search_sweep(config, _WORKDIR.value, mesh=mesh, progress=progress)
+  else:
+    stats = testbed.run_search_sweep(config, _WORKDIR.value, mesh=mesh, progress=progress,
+                                     archive_dir=_ARCHIVE.value)
   bar.close()
   stats.pop("uids", None)
   print(stats)

@@ -4,10 +4,17 @@ and the sweep's recorded wall time.
   python -m experiments.search_report --workdir runs/sweep [--json runs/sweep/report.json]
   python -m experiments.search_report --workdir runs/sweep \
       --markdown=majority,weighted_last,weighted_min,weighted_prod
+  python -m experiments.search_report --archive results/arith_sweep [--workdir runs/sweep]
+  python -m experiments.search_report --workdir runs/sweep --archive results/arith_sweep \
+      --update_archive
 
 The wall time is the sum of the recorded unit times (compilation included), so it
 adds up across a sweep resumed over several runs; beside it, the units times the
 median unit, which a unit slowed by other work on the machine does not inflate.
+
+--archive reports the groups summarised there (`ttcjax.search.archive`) beside the
+workdir's other records; --update_archive first summarises into it every group the
+workdir holds for the whole problem set.
 """
 
 import json
@@ -16,29 +23,52 @@ import os
 from absl import app, flags
 
 from ttcjax import compute
-from ttcjax.search import report, sweep
+from ttcjax.search import archive, report, sweep
 from ttcjax.tasks import testbed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A sweep's run directory.")
+_ARCHIVE = flags.DEFINE_string("archive", None, "A directory of archived sweep groups.")
+_UPDATE = flags.DEFINE_bool("update_archive", False, "Summarise the workdir's complete "
+                            "groups into --archive first (never rewriting one).")
 _JSON = flags.DEFINE_string("json", None, "Where to write the rows and wall times (JSON).")
 _RULE = flags.DEFINE_enum("rule", "weighted_last", [s[0] for s in report.SELECTIONS],
                           "Selection rule shown in the table.")
 _MARKDOWN = flags.DEFINE_list("markdown", None, "Print a markdown table instead, one line "
                               "per strategy and each of these selection rules.")
-flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   del argv
-  with open(os.path.join(_WORKDIR.value, "run_config.json")) as f:
-    config = json.load(f)
-  policy = compute.ModelCost.of_policy(testbed.load_policy(config["policy_dir"])[0])
-  prm = compute.ModelCost.of_prm(testbed.load_reward_model(config["prm_dir"])[0])
-  records = sweep.read_results(os.path.join(_WORKDIR.value, "results.jsonl"))
-  # A sweep widened in place keeps its first run's config; its records hold the rest.
-  budgets = sorted(set(config["budgets"]) | {r["budget"] for r in records})
-  rows = report.budget_table(records, budgets, policy, prm)
-  times = report.wall_times(records, config["problems_per_batch"])
+  if not (_WORKDIR.value or _ARCHIVE.value):
+    raise ValueError("Give --workdir (a sweep's run directory), --archive, or both.")
+  if _UPDATE.value and not (_WORKDIR.value and _ARCHIVE.value):
+    raise ValueError("--update_archive needs both --workdir and --archive.")
+  records = []
+  if _WORKDIR.value:
+    with open(os.path.join(_WORKDIR.value, "run_config.json")) as f:
+      config = json.load(f)
+    policy = compute.ModelCost.of_policy(testbed.load_policy(config["policy_dir"])[0])
+    prm = compute.ModelCost.of_prm(testbed.load_reward_model(config["prm_dir"])[0])
+    records = sweep.read_results(os.path.join(_WORKDIR.value, "results.jsonl"))
+    # A sweep widened in place keeps its first run's config; its records hold the rest.
+    budgets = sorted(set(config["budgets"]) | {r["budget"] for r in records})
+    if _UPDATE.value:
+      uids = [p.uid for p in testbed.evaluation_problems(config["problems_per_level"])]
+      for path in archive.write_complete_groups(
+          records, _ARCHIVE.value, uids, budgets, policy, prm, config["problems_per_batch"],
+          testbed.sweep_identity(config)):
+        print(f"archived {path}")
+  summaries = archive.read(_ARCHIVE.value)
+  if _WORKDIR.value:  # results of other models or caps must not be mixed
+    archive.check_config(summaries, testbed.sweep_identity(config))
+  rows = [row for s in summaries for row in s["rows"]]
+  times = [s["wall_time"] for s in summaries]
+  rest = archive.not_archived(records, summaries)
+  if rest:
+    rows += report.budget_table(rest, budgets, policy, prm)
+    times += report.wall_times(rest, config["problems_per_batch"])
+  if not rows:
+    raise ValueError("No results to report: the workdir and the archive are empty.")
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump({"rows": rows, "wall_times": times}, f, indent=2)
@@ -58,6 +88,7 @@ def main(argv):
         f"[{sum(t['units'] * t['median_unit_s'] for t in times):.1f} s] over "
         f"{sum(t['units'] for t in times)} units"
         + (f" ({untimed} records carry no time)" if untimed else ""))
+
 
 if __name__ == "__main__":
   app.run(main)

@@ -1,6 +1,7 @@
 """The sweep runner: planning, records, and resumption after a kill."""
 
 import json
+import os
 
 import jax
 import ml_collections
@@ -32,6 +33,22 @@ def test_plan_skips_settings_that_do_not_fit_and_runs_best_of_n_once():
   beam_sqrt = next(s for s in settings if s.label == "beam_msqrt")
   assert beam_sqrt.resolve(8)["beam_width"] == 2 and beam_sqrt.resolve(16)["beam_width"] == 4
   assert beam_sqrt.resolve(2)["beam_width"] == 1
+
+
+def test_a_row_cap_shrinks_batches_at_large_budgets():
+  settings = [sweep.StrategySetting.from_dict(s) for s in sweep_config.get_config().strategies]
+  units = sweep.plan_units(settings, [2, 4, 8], [0], num_problems=10, problems_per_batch=5,
+                           max_rows_per_batch=16)
+  sizes = {(u.setting.label, u.budget): u.batch_size for u in units}
+  assert sizes[("beam_msqrt", 2)] == 5  # 5 x 2 rows fit under 16
+  assert sizes[("beam_m4", 4)] == 4 and sizes[("beam_m4", 8)] == 2
+  assert sizes[("lookahead_msqrt_k1", 4)] == 2  # its rollouts double the rows
+  beam_8 = [u for u in units if (u.setting.label, u.budget) == ("beam_m4", 8)]
+  assert [u.problem_indices for u in beam_8] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+  one = sweep.plan_units(settings, [8], [0], 3, 3, max_rows_per_batch=1)
+  assert {u.batch_size for u in one} == {1}  # never fewer than one problem
+  with pytest.raises(ValueError, match="max_rows_per_batch"):
+    sweep.plan_units(settings, [8], [0], 3, 3, max_rows_per_batch=0)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -167,3 +184,59 @@ def test_wall_times_count_each_unit_once():
   larger = [dict(r, unit_problems=6) for r in unit("beam", 8, 4.0, 6)]
   times = report.wall_times(larger, problems_per_batch=3)
   assert times[0]["units"] == 1 and times[0]["wall_s"] == 4.0
+
+
+def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(tiny_models,
+                                                                             tmp_path):
+  from ttcjax import compute
+  from ttcjax.search import archive, report
+  config = tiny_sweep_config(tiny_models)
+  testbed.run_search_sweep(config, str(tmp_path / "full"))
+  records = sweep.read_results(str(tmp_path / "full" / "results.jsonl"))
+  policy = compute.ModelCost.of_policy(testbed.load_policy(config.policy_dir)[0])
+  prm = compute.ModelCost.of_prm(testbed.load_reward_model(config.prm_dir)[0])
+  uids = [p.uid for p in testbed.evaluation_problems(config.problems_per_level)]
+  identity = testbed.sweep_identity(config.to_dict())
+  store = str(tmp_path / "archive")
+
+  def update(expected=uids):
+    return archive.write_complete_groups(records, store, expected, [1, 2, 4], policy, prm,
+                                         config.problems_per_batch, identity)
+
+  assert update(uids + ["test-L9-99"]) == []  # no group covers that problem yet
+  assert sorted(os.path.basename(p) for p in update()) == [
+      "beam_m2-n2-s0.json.gz", "beam_m2-n4-s0.json.gz", "best_of_n-n4-s0.json.gz"]
+  assert update() == []  # an archived group is never rewritten
+  summaries = archive.read(store)
+  # The archive reports what the records report.
+  assert [row for s in summaries for row in s["rows"]] == report.budget_table(
+      records, [1, 2, 4], policy, prm)
+  assert archive.not_archived(records, summaries) == []
+  bon = next(s for s in summaries if s["strategy"] == "best_of_n")
+  assert [row["budget"] for row in bon["rows"]] == [1, 2, 4]
+  assert bon["wall_time"]["units"] == 2 and bon["wall_time"]["problems"] == 10
+  for row in bon["rows"]:  # each problem's outcome averages to the row's accuracy
+    for rule in ("majority", "weighted_min", "oracle"):
+      outcomes = [p["outcomes"][str(row["budget"])][rule] for p in bon["problems"]]
+      assert np.mean(outcomes) == pytest.approx(row[rule], abs=1e-4)
+    flops = [p["flops"][str(row["budget"])] for p in bon["problems"]]
+    assert np.mean(flops) == pytest.approx(row["mean_flops"])
+  # Summaries are reproducible byte for byte.
+  path = os.path.join(store, "beam_m2-n4-s0.json.gz")
+  with open(path, "rb") as f:
+    before = f.read()
+  os.remove(path)
+  update()
+  with open(path, "rb") as f:
+    assert f.read() == before
+
+  # A sweep in a new workdir skips the archived groups and runs the rest.
+  os.remove(path)
+  resumed = testbed.run_search_sweep(config, str(tmp_path / "elsewhere"), archive_dir=store)
+  assert (resumed["units_run"], resumed["units_skipped"]) == (2, 4)
+  expected = {k: v for k, v in read(tmp_path / "full" / "results.jsonl").items()
+              if k.startswith("beam_m2|4|")}
+  assert read(tmp_path / "elsewhere" / "results.jsonl") == expected
+  config.temperature = 0.5
+  with pytest.raises(ValueError, match="another config"):
+    testbed.run_search_sweep(config, str(tmp_path / "other"), archive_dir=store)

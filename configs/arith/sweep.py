@@ -19,6 +19,9 @@ def get_config():
   c.prm_dir = "checkpoints/arith/prm"
   c.problems_per_level = 50
   c.problems_per_batch = 50
+  # Problems x rows each (N, 2N for lookahead) per search call: 50 problems up to N = 128
+  # (64 with lookahead), 25 at N = 256, so the caches fit in 24 GiB.
+  c.max_rows_per_batch = 6400
   c.budgets = BUDGETS
   c.seeds = (0,)
   c.temperature = 1.0

@@ -84,20 +84,22 @@ def accuracies(records: Sequence[dict], subset_size: int | None = None,
   out = {label: float(problem_accuracy(records, label, subset_size, num_draws, seed).mean())
          for label, _, _ in SELECTIONS}
   # pass@n: some candidate (of a random n-subset) is right.
-  out["oracle"] = _pass_at(records, size, num_draws, seed)
+  out["oracle"] = float(problem_pass_at(records, size, num_draws, seed).mean())
   return out
 
 
-def _pass_at(records: Sequence[dict], size: int, num_draws: int, seed: int) -> float:
-  """Probability that a random `size`-subset of a problem's candidates holds a right one."""
+def problem_pass_at(records: Sequence[dict], size: int, num_draws: int = 16,
+                    seed: int = 0) -> np.ndarray:
+  """Per problem [P], the probability that a random `size`-subset of its candidates
+  holds a right one (exact when `size` is all of them, else over `num_draws` subsets)."""
   correct = np.array([r["correct"] for r in records], bool)
   rng = np.random.default_rng(seed)
   draws = 1 if size == correct.shape[1] else num_draws
-  hits = 0.0
+  hits = np.zeros(correct.shape[0])
   for _ in range(draws):
     pick = np.argsort(rng.random(correct.shape), axis=1)[:, :size]
-    hits += np.take_along_axis(correct, pick, axis=1).any(axis=1).mean()
-  return float(hits / draws)
+    hits += np.take_along_axis(correct, pick, axis=1).any(axis=1)
+  return hits / draws
 
 
 def subset_flops(record: dict, fraction: float, policy_cost, prm_cost) -> float:

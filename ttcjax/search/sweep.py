@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Callable, Collection, Hashable, Iterable, Sequence
 
 import jax
 import numpy as np
@@ -74,10 +74,18 @@ class StrategySetting:
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
+  """One search call: a setting at one budget and seed over a batch of problems.
+
+  Attributes:
+    batch_size: the problems the call searches, `problem_indices` padded by repeating
+      the last (so every unit of a setting and budget compiles once).
+  """
+
   setting: StrategySetting
   budget: int
   seed: int
   problem_indices: tuple[int, ...]
+  batch_size: int
 
   def samples(self, num_problems: int) -> int:
     """Work in the paper's unit: the generation budget times `num_problems` problems."""
@@ -89,13 +97,28 @@ def record_key(label: str, budget: int, seed: int, uid: str) -> str:
   return f"{label}|{budget}|{seed}|{uid}"
 
 
+def search_rows(budget: int, hyper: dict) -> int:
+  """The rows one problem occupies in a search at `budget`: N, twice that for
+  lookahead, whose rollouts run on copies of the frontier's caches."""
+  return budget * (2 if hyper.get("lookahead_steps", 0) else 1)
+
+
 def plan_units(settings: Sequence[StrategySetting], budgets: Sequence[int], seeds: Sequence[int],
-               num_problems: int, problems_per_batch: int) -> list[Unit]:
-  """Every unit of a sweep, cheapest budgets first (so early results span strategies)."""
+               num_problems: int, problems_per_batch: int,
+               max_rows_per_batch: int | None = None) -> list[Unit]:
+  """Every unit of a sweep, cheapest budgets first (so early results span strategies).
+
+  Args:
+    max_rows_per_batch: caps a batch's problems x `search_rows`, which is what its
+      caches' memory grows with: large budgets then search fewer problems at a time
+      (at least one). None: `problems_per_batch` at every budget.
+  """
   if not settings or not budgets or not seeds:
     raise ValueError("A sweep needs at least one strategy, budget and seed.")
   if num_problems <= 0 or problems_per_batch <= 0:
     raise ValueError(f"Need positive problem counts, got {num_problems}, {problems_per_batch}.")
+  if max_rows_per_batch is not None and max_rows_per_batch <= 0:
+    raise ValueError(f"max_rows_per_batch must be positive (or None), got {max_rows_per_batch}.")
   labels = [s.label for s in settings]
   if len(set(labels)) != len(labels):
     raise ValueError(f"Strategy labels must be unique, got {labels}.")
@@ -105,10 +128,14 @@ def plan_units(settings: Sequence[StrategySetting], budgets: Sequence[int], seed
     raise ValueError(f"Budgets and seeds must not repeat, got {list(budgets)} and {list(seeds)}.")
   units = []
   for setting, budget in planned_runs(settings, budgets):
+    size = problems_per_batch
+    if max_rows_per_batch is not None:
+      rows = search_rows(budget, setting.resolve(budget))
+      size = max(1, min(problems_per_batch, max_rows_per_batch // rows))
     for seed in seeds:
-      for start in range(0, num_problems, problems_per_batch):
-        indices = tuple(range(start, min(start + problems_per_batch, num_problems)))
-        units.append(Unit(setting, budget, seed, indices))
+      for start in range(0, num_problems, size):
+        indices = tuple(range(start, min(start + size, num_problems)))
+        units.append(Unit(setting, budget, seed, indices, size))
   return units
 
 
@@ -191,14 +218,15 @@ def progress_postfix(stats: dict) -> dict[str, str]:
 
 
 def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[str],
-              problem_ids: Sequence[int], correct_answers: Sequence, units: Iterable[Unit], path: str, sampler: Sampler,
-              problems_per_batch: int, stop_after_units: int | None = None,
+              problem_ids: Sequence[int], correct_answers: Sequence, units: Iterable[Unit], path: str,
+              sampler: Sampler, stop_after_units: int | None = None,
               progress: Callable[[dict], None] | None = None,
               problem_texts: Sequence[str] | None = None,
-              judge: Callable[[Hashable | None, Any, str], bool] = same_answer) -> dict:
-  """Runs every unit not yet in `path`, appending its records.
+              judge: Callable[[Hashable | None, Any, str], bool] = same_answer,
+              skip_keys: Collection[str] = frozenset()) -> dict:
+  """Runs every unit not yet in `path` (nor in `skip_keys`), appending its records.
 
-  Batches shorter than `problems_per_batch` are padded by repeating their last
+  Batches shorter than their unit's `batch_size` are padded by repeating their last
   problem, so each (strategy, budget) compiles once; padding rows are not written.
 
   Args:
@@ -210,7 +238,6 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
     units: from `plan_units`.
     path: the JSON-lines results file.
     sampler: how steps are sampled.
-    problems_per_batch: the batch size units were planned with.
     stop_after_units: stop after this many units run (for tests of resumption).
     progress: called after each unit with running totals, including "samples_left"
       and "eta_s": the work still to do in samples (each unit left searches a whole
@@ -220,13 +247,14 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
       adapter need them; see `SearchRunner.search`).
     judge: (a candidate's canonical answer, the correct answer, the candidate's text)
       -> right or not.
+    skip_keys: record keys done elsewhere (an archive's, `ttcjax.search.archive`).
 
   Returns:
     {"units_run", "units_skipped", "records_written", "tokens_generated", "wall_s",
      "samples_run", "samples_left"}.
   """
   jsonlines.drop_partial_line(path)
-  done = done_keys(path)
+  done = done_keys(path) | set(skip_keys)
   policy_cost = compute.ModelCost.of_policy(runner.policy_config)
   prm_cost = compute.ModelCost.of_prm(runner.prm_config)
   stats = {"units_run": 0, "units_skipped": 0, "records_written": 0, "tokens_generated": 0.0}
@@ -234,12 +262,12 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
   units = list(units)
   # Time left is estimated from samples, not units: a unit's cost grows with its budget.
   # Every unit searches a whole batch (short ones are padded, see below).
-  batch_rows = problems_per_batch + (-problems_per_batch % runner.data_shards)
+  batch_rows = lambda unit: unit.batch_size + (-unit.batch_size % runner.data_shards)
   todo_of = [[i for i in unit.problem_indices
               if record_key(unit.setting.label, unit.budget, unit.seed, problems[i].uid)
               not in done] for unit in units]
   stats["samples_run"] = 0
-  stats["samples_left"] = sum(u.samples(batch_rows) for u, todo in zip(units, todo_of) if todo)
+  stats["samples_left"] = sum(u.samples(batch_rows(u)) for u, todo in zip(units, todo_of) if todo)
   # Across hosts every process runs every unit (the search is one program over the
   # global mesh) and sees the global results; process 0 alone writes them, so the
   # workdir must be on a filesystem all hosts share (they all read it to resume).
@@ -252,7 +280,7 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
       if stop_after_units is not None and stats["units_run"] >= stop_after_units:
         break
       hyper = unit.setting.resolve(unit.budget)
-      padded = todo + [todo[-1]] * (problems_per_batch - len(todo))
+      padded = todo + [todo[-1]] * (unit.batch_size - len(todo))
       padded += [todo[-1]] * (-len(padded) % runner.data_shards)
       unit_start = time.perf_counter()
       result = runner.search(unit.setting.name, [prompts[i] for i in padded],

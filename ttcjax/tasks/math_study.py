@@ -192,7 +192,7 @@ def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
   stats = sweep.run_sweep(
       setup.runner, setup.problems, setup.prompts, setup.problem_ids,
       [p.answer for p in setup.problems], units, os.path.join(workdir, "results.jsonl"),
-      Sampler(temperature=config.temperature, top_p=config.top_p), config.problems_per_batch,
+      Sampler(temperature=config.temperature, top_p=config.top_p),
       stop_after_units=stop_after_units, progress=progress,
       problem_texts=[p.problem for p in setup.problems], judge=setup.answers.judge)
   return dict(stats, units_total=len(units), uids=[p.uid for p in setup.problems],

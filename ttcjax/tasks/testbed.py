@@ -29,7 +29,7 @@ from ttcjax.models.prm import PrmConfig
 from ttcjax.models.tokenizer import CharTokenizer
 from ttcjax.rollouts import SolutionSampler, SolutionScorer
 from ttcjax.sampling import Sampler
-from ttcjax.search import sweep
+from ttcjax.search import archive, sweep
 from ttcjax.search.runner import SearchRunner
 from ttcjax.tasks import arith
 from ttcjax.training import checkpoints
@@ -276,26 +276,40 @@ def search_runner(policy_dir: str, prm_dir: str, caps: dict, mesh=None):
                       step_delimiter=arith.STEP_DELIMITER, mesh=mesh, **caps)
 
 
+SWEEP_WIDENABLE = ("budgets", "seeds", "problems_per_level", "problems_per_batch",
+                   "max_rows_per_batch")
+
+
+def sweep_identity(config: dict) -> dict:
+  """A sweep config less the fields a sweep may be widened in: what results of the
+  same sweep share (models, caps, sampling, strategies)."""
+  return {k: v for k, v in config.items() if k not in SWEEP_WIDENABLE}
+
+
 def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | None = None,
-                     progress=None) -> dict:
+                     progress=None, archive_dir: str | None = None) -> dict:
   """Runs (or resumes) the sweep a `configs/arith/sweep.py` config describes.
 
   Writes `workdir/results.jsonl` (see `ttcjax.search.sweep`) and returns the run's totals.
+  Groups summarised in `archive_dir` (`ttcjax.search.archive`) are skipped; an archive
+  of another config is refused with a ValueError.
   """
   # Results are keyed by (strategy, budget, seed, problem) and a problem's search
   # depends only on its id, so a sweep may be widened in place.
-  checkpoints.check_run_config(workdir, config.to_dict(), ignore=(
-      "budgets", "seeds", "problems_per_level", "problems_per_batch"))
+  checkpoints.check_run_config(workdir, config.to_dict(), ignore=SWEEP_WIDENABLE)
+  summaries = archive.read(archive_dir)
+  archive.check_config(summaries, sweep_identity(config.to_dict()))
   problems = evaluation_problems(config.problems_per_level)
   runner = search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh)
   settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
   units = sweep.plan_units(settings, list(config.budgets), list(config.seeds), len(problems),
-                           config.problems_per_batch)
+                           config.problems_per_batch, config.get("max_rows_per_batch"))
   stats = sweep.run_sweep(
       runner, problems, [p.prompt for p in problems], [problem_id(p) for p in problems],
       [arith.canonical_answer(p.answer) for p in problems], units,
       os.path.join(workdir, "results.jsonl"),
-      Sampler(temperature=config.temperature, top_p=config.top_p), config.problems_per_batch,
-      stop_after_units=stop_after_units, progress=progress)
+      Sampler(temperature=config.temperature, top_p=config.top_p),
+      stop_after_units=stop_after_units, progress=progress,
+      skip_keys=archive.done_keys(summaries))
   stats["units_total"] = len(units)
   return stats
