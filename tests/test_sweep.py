@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -16,6 +18,7 @@ from ttcjax.search import sweep
 from ttcjax.tasks import testbed
 from ttcjax.training import checkpoints
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32,
             max_position_embeddings=128)
 
@@ -230,6 +233,21 @@ def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(tin
   with open(path, "rb") as f:
     assert f.read() == before
 
+  # The launcher: archive a workdir, then report from the archive alone, as a fresh
+  # clone would (no workdir).
+  def search_report(*flags):
+    out = subprocess.run([sys.executable, "-m", "experiments.search_report", *flags],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return out, json.loads((tmp_path / "report.json").read_text())
+
+  fresh = str(tmp_path / "fresh")
+  text, with_records = search_report(f"--workdir={tmp_path / 'full'}", f"--archive={fresh}",
+                                     "--update_archive", f"--json={tmp_path / 'report.json'}")
+  assert text.count("archived ") == 3
+  text, alone = search_report(f"--archive={fresh}", "--markdown=majority,oracle",
+                              f"--json={tmp_path / 'report.json'}")
+  assert alone == with_records and "| beam_m2 | oracle |" in text and "over 6 units" in text
+
   # A sweep in a new workdir skips the archived groups and runs the rest.
   os.remove(path)
   resumed = testbed.run_search_sweep(config, str(tmp_path / "elsewhere"), archive_dir=store)
@@ -240,3 +258,42 @@ def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(tin
   config.temperature = 0.5
   with pytest.raises(ValueError, match="another config"):
     testbed.run_search_sweep(config, str(tmp_path / "other"), archive_dir=store)
+
+
+def tied_records(seed, problems=20):
+  """Two candidates per problem with equal scores and different answers: every rule
+  breaks the tie by its shuffle, which the seed decides."""
+  return [dict(key=f"beam|2|{seed}|p{i}", uid=f"p{i}", level=1, strategy="beam", name="beam",
+               hyper={}, budget=2, seed=seed, generation_budget=2, answers=["a", "b"],
+               correct_answer="a", correct=[True, False], step_scores=[[0.5], [0.5]],
+               flops={"total_flops": 1.0}, unit_wall_s=1.0, unit_problems=problems)
+          for i in range(problems)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_summary_breaks_ties_as_the_report_does(seed):
+  from ttcjax.search import archive
+  summary = archive.summarise(tied_records(seed), [2], None, None, 20, {})
+  (row,) = summary["rows"]
+  assert 0 < row["majority"] < 1  # the ties went both ways
+  for rule in ("majority", "weighted_last", "best_last", "oracle"):
+    assert np.mean([p["outcomes"]["2"][rule] for p in summary["problems"]]) == row[rule]
+
+
+def test_an_archive_refuses_a_wrong_path_and_another_problem_set(tmp_path):
+  from ttcjax.search import archive
+  with pytest.raises(ValueError, match="No sweep archive"):
+    archive.read(str(tmp_path / "typo"))
+  records = tied_records(0)
+  uids = [r["uid"] for r in records]
+  store = str(tmp_path / "archive")
+  assert archive.write_complete_groups(records, store, uids, [2], None, None, 20, {})
+  summaries = archive.read(store)
+  assert archive.not_archived(records, summaries) == []
+  with pytest.raises(ValueError, match="covers 20 problems, this sweep 21"):
+    archive.check_problems(summaries, uids + ["p20"])
+  stray = tied_records(0, problems=21)[-1:]
+  with pytest.raises(ValueError, match="another problem set"):
+    archive.not_archived(records + stray, summaries)
+  with pytest.raises(ValueError, match="another config"):
+    archive.write_complete_groups(records, store, uids, [2], None, None, 20, {"top_p": 0.9})

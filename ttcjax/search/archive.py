@@ -11,6 +11,9 @@ budgets; its summary keeps what the report and later analyses need:
   subsets drawn for best-of-N) and its FLOPs, per budget read,
 * the sweep config it ran under, less the fields a sweep may widen.
 
+Best-of-N's rows are read at the budgets the sweep had when its group was archived;
+a budget added later needs the raw records.
+
 A summary is written once its group is complete, one gzipped JSON file per group,
 byte-for-byte reproducible and never rewritten. So an archive can be committed, its
 figures regenerated without rerunning the search, and a sweep continued on another
@@ -66,7 +69,10 @@ def summarise(records: Sequence[dict], budgets: Sequence[int], policy_cost, prm_
   for row in rows:
     size = row["budget"]
     subset = None if size == budget else size
-    outcome = {label: report.problem_accuracy(ordered, label, subset, num_draws, seed)
+    # The seeds `report.budget_table` draws with: ties at the run budget are broken by
+    # one shuffle of seed 0, subsets by the group's seed.
+    draw_seed = 0 if subset is None else seed
+    outcome = {label: report.problem_accuracy(ordered, label, subset, num_draws, draw_seed)
                for label, _, _ in report.SELECTIONS}
     outcome["oracle"] = report.problem_pass_at(ordered, size, num_draws, seed)
     for i, (entry, record) in enumerate(zip(per_problem, ordered)):
@@ -88,10 +94,13 @@ def write_complete_groups(records: Sequence[dict], archive_dir: str,
                           prm_cost, problems_per_batch: int,
                           run_config: Mapping[str, Any]) -> list[str]:
   """Writes the summary of every group whose records cover exactly `expected_uids` and
-  that the archive lacks; returns the paths written. Groups still running are left
-  for later, and an archived group is never rewritten. Raises ValueError if the archive
-  holds groups of another config."""
-  check_config(read(archive_dir), run_config)
+  that the archive lacks (creating `archive_dir`); returns the paths written. Groups
+  still running are left for later, and an archived group is never rewritten. Raises
+  ValueError if the archive holds groups of another config or problem set."""
+  summaries = read(archive_dir, must_exist=False)
+  check_config(summaries, run_config)
+  check_problems(summaries, expected_uids)
+  os.makedirs(archive_dir, exist_ok=True)
   by_group = collections.defaultdict(list)
   for record in records:
     by_group[group_of(record)].append(record)
@@ -102,7 +111,6 @@ def write_complete_groups(records: Sequence[dict], archive_dir: str,
     if sorted(r["uid"] for r in group) != expected or os.path.exists(path):
       continue
     summary = summarise(group, budgets, policy_cost, prm_cost, problems_per_batch, run_config)
-    os.makedirs(archive_dir, exist_ok=True)
     data = gzip.compress(json.dumps(summary, sort_keys=True).encode(), mtime=0)
     with open(path + ".tmp", "wb") as f:  # a kill mid-write leaves no partial summary
       f.write(data)
@@ -111,16 +119,42 @@ def write_complete_groups(records: Sequence[dict], archive_dir: str,
   return written
 
 
-def read(archive_dir: str | None) -> list[dict]:
-  """Every summary in `archive_dir` (none if it is None or missing), sorted by group."""
-  if archive_dir is None or not os.path.isdir(archive_dir):
+def read(archive_dir: str | None, must_exist: bool = True) -> list[dict]:
+  """Every summary in `archive_dir`, sorted by group (none if it is None).
+
+  Raises ValueError if the directory is missing and `must_exist` (a mistyped archive
+  would otherwise make a sweep rerun everything), or if its summaries ran under
+  different configs.
+  """
+  if archive_dir is None:
+    return []
+  if not os.path.isdir(archive_dir):
+    if must_exist:
+      raise ValueError(f"No sweep archive at {archive_dir}; check the path (an archive is "
+                       "started by experiments.search_report --update_archive).")
     return []
   summaries = []
   for name in sorted(os.listdir(archive_dir)):
     if name.endswith(SUFFIX):
       with gzip.open(os.path.join(archive_dir, name)) as f:
         summaries.append(json.load(f))
+  if summaries:
+    check_config(summaries, summaries[0]["run_config"])
   return sorted(summaries, key=lambda s: (s["strategy"], s["budget"], s["seed"]))
+
+
+def check_problems(summaries: Sequence[dict], uids: Sequence[str]) -> None:
+  """Raises ValueError unless every summary covers exactly the problems `uids`: a
+  sweep over another problem set would otherwise rerun part of an archived group and
+  report it twice."""
+  expected = sorted(uids)
+  for summary in summaries:
+    got = sorted(p["uid"] for p in summary["problems"])
+    if got != expected:
+      raise ValueError(
+          f"The archive's {summary['strategy']} at N={summary['budget']} covers {len(got)} "
+          f"problems, this sweep {len(expected)} (or other ones). Use an archive of the "
+          "same problem set (problems_per_level).")
 
 
 def check_config(summaries: Sequence[dict], run_config: Mapping[str, Any]) -> None:
@@ -145,5 +179,10 @@ def done_keys(summaries: Sequence[dict]) -> set[str]:
 def not_archived(records: Sequence[dict], summaries: Sequence[dict]) -> list[dict]:
   """The records of groups the summaries do not hold (an archived group's records, if
   still in a workdir, are the same search and would count twice)."""
-  archived = {(s["strategy"], s["budget"], s["seed"]) for s in summaries}
-  return [r for r in records if group_of(r) not in archived]
+  covered = {group_of(s): {p["uid"] for p in s["problems"]} for s in summaries}
+  stray = [r for r in records if group_of(r) in covered and r["uid"] not in covered[group_of(r)]]
+  if stray:
+    raise ValueError(f"The workdir holds {len(stray)} records of archived groups for problems "
+                     f"the archive lacks (e.g. {stray[0]['key']}): the archive was made over "
+                     "another problem set. Report them with another --archive.")
+  return [r for r in records if group_of(r) not in covered]

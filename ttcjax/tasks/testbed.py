@@ -292,7 +292,7 @@ def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | No
 
   Writes `workdir/results.jsonl` (see `ttcjax.search.sweep`) and returns the run's totals.
   Groups summarised in `archive_dir` (`ttcjax.search.archive`) are skipped; an archive
-  of another config is refused with a ValueError.
+  of another config or problem set is refused with a ValueError.
   """
   # Results are keyed by (strategy, budget, seed, problem) and a problem's search
   # depends only on its id, so a sweep may be widened in place.
@@ -300,6 +300,7 @@ def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | No
   summaries = archive.read(archive_dir)
   archive.check_config(summaries, sweep_identity(config.to_dict()))
   problems = evaluation_problems(config.problems_per_level)
+  archive.check_problems(summaries, [p.uid for p in problems])
   runner = search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh)
   settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
   units = sweep.plan_units(settings, list(config.budgets), list(config.seeds), len(problems),
