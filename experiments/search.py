@@ -24,7 +24,7 @@ must be on a filesystem all hosts share.
 """
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
@@ -71,6 +71,10 @@ def main(argv):
     bar.n = stats["units_run"] + stats["units_skipped"]
     bar.set_postfix(sweep.progress_postfix(stats))
     bar.refresh()
+    if bar.disable:  # not a terminal (a run in the background): one log line a unit
+      postfix = sweep.progress_postfix(stats)
+      logging.info("search units %d/%d, %s tokens/s, %s left", bar.n, bar.total,
+                   postfix["tok_s"], postfix["left"])
 
   if math:
     if _ARCHIVE.value:

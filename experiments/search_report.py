@@ -31,7 +31,7 @@ _ARCHIVE = flags.DEFINE_string("archive", None, "A directory of archived sweep g
 _UPDATE = flags.DEFINE_bool("update_archive", False, "Summarise the workdir's complete "
                             "groups into --archive first (never rewriting one).")
 _JSON = flags.DEFINE_string("json", None, "Where to write the rows and wall times (JSON).")
-_RULE = flags.DEFINE_enum("rule", "weighted_last", [s[0] for s in report.SELECTIONS],
+_RULE = flags.DEFINE_enum("rule", "weighted_last", list(report.COLUMNS),
                           "Selection rule shown in the table.")
 _MARKDOWN = flags.DEFINE_list("markdown", None, "Print a markdown table instead, one line "
                               "per strategy and each of these selection rules.")

@@ -26,6 +26,9 @@ SELECTIONS = (
     ("best_last", "last", "best"),
 )
 
+# Every accuracy column of a report row: the selections and the oracle (pass@n).
+COLUMNS = tuple(s[0] for s in SELECTIONS) + ("oracle",)
+
 
 def score_table(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
   """[P, N, S] scores and mask from the records' ragged step-score lists."""
@@ -228,7 +231,7 @@ def wall_times(records: Sequence[dict], problems_per_batch: int) -> list[dict]:
 def format_markdown(rows: Sequence[dict], rules: Sequence[str]) -> str:
   """A markdown table: one line per (strategy, selection rule), generation budgets
   across, each cell 'accuracy (GFLOPs per problem)'."""
-  known = [s[0] for s in SELECTIONS] + ["oracle"]
+  known = list(COLUMNS)
   unknown = [rule for rule in rules if rule not in known]
   if unknown or not rules:
     raise ValueError(f"Unknown or no selection rules {list(rules)}; choose from {known}.")
