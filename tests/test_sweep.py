@@ -101,11 +101,19 @@ def read(path):
           for r in sweep.read_results(str(path))}
 
 
-def test_a_killed_sweep_resumes_without_losing_or_duplicating(tiny_models, tmp_path):
+@pytest.fixture(scope="module")
+def full_sweep(tiny_models, tmp_path_factory):
+  """(workdir, totals) of the tiny sweep run whole once (tests only read it)."""
+  workdir = tmp_path_factory.mktemp("full")
+  return workdir, testbed.run_search_sweep(tiny_sweep_config(tiny_models), str(workdir))
+
+
+def test_a_killed_sweep_resumes_without_losing_or_duplicating(tiny_models, full_sweep,
+                                                              tmp_path):
   config = tiny_sweep_config(tiny_models)
-  full = testbed.run_search_sweep(config, str(tmp_path / "full"))
+  full_dir, full = full_sweep
   assert full["units_run"] == full["units_total"] == 6
-  expected = read(tmp_path / "full" / "results.jsonl")
+  expected = read(full_dir / "results.jsonl")
   assert len(expected) == 30  # 10 problems x (beam at 2 and 4, best-of-N at 4)
   record = expected["beam_m2|4|0|test-L3-0"]
   assert len(record["answers"]) == 4 and record["generation_budget"] == 4
@@ -138,12 +146,11 @@ def test_a_sweep_workdir_refuses_other_models(tiny_models, tmp_path):
     testbed.run_search_sweep(config, str(tmp_path))
 
 
-def test_report_reads_best_of_n_at_every_budget(tiny_models, tmp_path):
+def test_report_reads_best_of_n_at_every_budget(tiny_models, full_sweep):
   from ttcjax import compute
   from ttcjax.search import report
   config = tiny_sweep_config(tiny_models)
-  testbed.run_search_sweep(config, str(tmp_path))
-  records = sweep.read_results(str(tmp_path / "results.jsonl"))
+  records = sweep.read_results(str(full_sweep[0] / "results.jsonl"))
   policy = compute.ModelCost.of_policy(testbed.load_policy(config.policy_dir)[0])
   prm = compute.ModelCost.of_prm(testbed.load_reward_model(config.prm_dir)[0])
   rows = report.budget_table(records, [1, 2, 4], policy, prm)
@@ -189,13 +196,13 @@ def test_wall_times_count_each_unit_once():
   assert times[0]["units"] == 1 and times[0]["wall_s"] == 4.0
 
 
-def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(tiny_models,
-                                                                             tmp_path):
+def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(
+    tiny_models, full_sweep, tmp_path):
   from ttcjax import compute
   from ttcjax.search import archive, report
   config = tiny_sweep_config(tiny_models)
-  testbed.run_search_sweep(config, str(tmp_path / "full"))
-  records = sweep.read_results(str(tmp_path / "full" / "results.jsonl"))
+  full_dir = full_sweep[0]
+  records = sweep.read_results(str(full_dir / "results.jsonl"))
   policy = compute.ModelCost.of_policy(testbed.load_policy(config.policy_dir)[0])
   prm = compute.ModelCost.of_prm(testbed.load_reward_model(config.prm_dir)[0])
   uids = [p.uid for p in testbed.evaluation_problems(config.problems_per_level)]
@@ -241,7 +248,7 @@ def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(tin
     return out, json.loads((tmp_path / "report.json").read_text())
 
   fresh = str(tmp_path / "fresh")
-  text, with_records = search_report(f"--workdir={tmp_path / 'full'}", f"--archive={fresh}",
+  text, with_records = search_report(f"--workdir={full_dir}", f"--archive={fresh}",
                                      "--update_archive", f"--json={tmp_path / 'report.json'}")
   assert text.count("archived ") == 3
   text, alone = search_report(f"--archive={fresh}", "--markdown=majority,oracle",
@@ -252,7 +259,7 @@ def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(tin
   os.remove(path)
   resumed = testbed.run_search_sweep(config, str(tmp_path / "elsewhere"), archive_dir=store)
   assert (resumed["units_run"], resumed["units_skipped"]) == (2, 4)
-  expected = {k: v for k, v in read(tmp_path / "full" / "results.jsonl").items()
+  expected = {k: v for k, v in read(full_dir / "results.jsonl").items()
               if k.startswith("beam_m2|4|")}
   assert read(tmp_path / "elsewhere" / "results.jsonl") == expected
   config.temperature = 0.5
