@@ -129,7 +129,6 @@ def _run(module: str, workdir: str, overrides: dict) -> subprocess.CompletedProc
                         timeout=900, check=False)
 
 
-@pytest.mark.xdist_group("math_study")
 def test_sweep_and_study_on_real_problems(setup):
   overrides = setup["overrides"]
   workdir = os.path.join(setup["root"], "study")

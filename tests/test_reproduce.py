@@ -12,9 +12,6 @@ from configs.arith import study as study_config
 from ttcjax import allocation
 from ttcjax.tasks import arith, arith_study, testbed
 
-# One worker runs the whole module, so the quick study runs once under `pytest -n 2`.
-pytestmark = pytest.mark.xdist_group("quick_study")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
