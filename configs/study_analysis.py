@@ -1,4 +1,5 @@
-"""The analysis fields every study config shares (`ttcjax.study_runner` reads them)."""
+"""The analysis fields every study config shares (`ttcjax.study.runner` reads them), and
+its size variants."""
 
 import ml_collections
 
@@ -16,3 +17,24 @@ def set_analysis_fields(c: ml_collections.ConfigDict) -> None:
   c.num_draws = 16
   c.analysis_seed = 0
   c.exchange_ratios = (0.16, 0.79, 22.0)
+
+
+VARIANTS = ("default", "quick")
+
+
+def set_variant(c: ml_collections.ConfigDict, variant: str | None, quick: dict) -> None:
+  """Applies a size variant the big_vision way (`--config=FILE:quick`).
+
+  Args:
+    c: the config, at its default size.
+    variant: None or "default" (as is), or "quick" (the `quick` sizes: a smoke test of
+      every stage).
+    quick: the fields the quick variant changes.
+  """
+  variant = variant or "default"
+  if variant not in VARIANTS:
+    raise ValueError(f"Unknown config variant {variant!r}; use one of {VARIANTS} "
+                     "(--config=FILE or --config=FILE:quick).")
+  c.variant = variant
+  if variant == "quick":
+    c.update(quick)

@@ -36,7 +36,7 @@ from ttcjax import parallel
 from ttcjax.models.cache import KVCache
 from ttcjax.models.prm import token_scores
 from ttcjax.sampling import Sampler
-from ttcjax.tasks import testbed
+from ttcjax.tasks.arith import testbed
 
 _JSON = flags.DEFINE_string("json", None, "Where to write the figures (JSON).")
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes and one run (a smoke test).")

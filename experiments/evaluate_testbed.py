@@ -8,8 +8,11 @@ By default it evaluates the shipped checkpoints (checkpoints/arith/); --policy,
 * the small policy's pass@1 (N samples per problem) at each temperature, per level,
   and the shares of problems below 0.1 / above 0.9 (at the first temperature);
 * the PRM's and the ORM's AUROC on the small policy's samples at the first
-  temperature: every step against the verifier's true label, and the last step's
-  score against final-answer correctness;
+  temperature: every step against the verifier's true label (pooled, and between
+  sibling steps after a right prefix: what a search compares), the same sibling
+  AUROC on the first errors that are the small policy's own greedy step (where a
+  verifier must know better than the policy), and the last step's score against
+  final-answer correctness;
 * the large policy's greedy pass@1 and its sampled pass@1 at the first temperature.
 
 The JSON is rewritten after each part, so a killed run keeps what it finished.
@@ -22,7 +25,7 @@ import time
 from absl import app, flags
 
 from ttcjax.sampling import Sampler
-from ttcjax.tasks import testbed
+from ttcjax.tasks.arith import testbed
 
 _JSON = flags.DEFINE_string("json", None, "Where to write the figures (JSON).")
 _POLICY = flags.DEFINE_string("policy", testbed.shipped_checkpoint("policy_small"), "Small policy.")
@@ -85,12 +88,19 @@ def main(argv):
         results[key] = report[key]
     _write(_JSON.value, results)
 
+  argmax = None
+  if _PRM.value or _ORM.value:
+    labels = testbed.true_step_labels(headline)
+    argmax = testbed.argmax_errors(config, params, headline, labels)
+    results["first_errors"] = int(testbed.first_errors(labels, headline).sum())
+    results["first_errors_policy_argmax"] = int(argmax.sum())
   for name, path in (("prm", _PRM.value), ("orm", _ORM.value)):
     if path:
       rm_config, rm_params, _ = testbed.load_reward_model(path)
-      report = testbed.reward_model_report(rm_config, rm_params, headline)
+      report = testbed.reward_model_report(rm_config, rm_params, headline, argmax)
       results[f"{name}_step_auroc"] = report["step_auroc"]
       results[f"{name}_sibling_auroc"] = report["sibling_auroc"]
+      results[f"{name}_sibling_auroc_argmax_errors"] = report["sibling_auroc_argmax_errors"]
       results[f"{name}_final_auroc"] = report["final_auroc"]
       results["steps_scored"] = report["steps_scored"]
       _write(_JSON.value, results)

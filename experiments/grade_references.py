@@ -18,7 +18,7 @@ import time
 
 from absl import app, flags
 
-from ttcjax.tasks import math_data, math_grading
+from ttcjax.tasks.math import data as math_data, grading as math_grading
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_DATA = os.path.join(_REPO_ROOT, "..", "shared", "data", "math500_test.jsonl")

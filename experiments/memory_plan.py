@@ -5,7 +5,7 @@
       --device_gb 16 --data_shards 2 --model_shards 4
 
 One line per (strategy, budget): parameters, KV caches and the activation allowance
-per device (`ttcjax.memory_plan`), whether the config's problems per call fit, and the
+per device (`ttcjax.sweep.memory_plan`), whether the config's problems per call fit, and the
 most that would. Models are the config's presets at its dtype; no checkpoint is read.
 A device holds --device_gb GiB of which --usable_fraction is counted usable (XLA's
 code and scratch, the runtime's reserve; on GPU raise XLA_PYTHON_CLIENT_MEM_FRACTION
@@ -15,7 +15,7 @@ from its default 0.75 to use that much).
 from absl import app, flags
 from ml_collections import config_flags
 
-from ttcjax import memory_plan
+from ttcjax.sweep import memory_plan
 from ttcjax.models.config import get_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/math500 config file.")

@@ -1,9 +1,9 @@
 """The main job: the compute-optimal scaling study on the shipped testbed, end to end.
 
   python -m experiments.reproduce --workdir runs/study
-  python -m experiments.reproduce --workdir runs/study_quick --config.quick=True
+  python -m experiments.reproduce --workdir runs/study_quick --config=configs/arith/study.py:quick
 
-The same study on MATH-500 with open checkpoints (see the README's real research run):
+The same study on MATH-500 with open checkpoints (see docs/math500.md, the real research run):
 
   python -m experiments.reproduce --config configs/math500/qwen_math1p5b_prm7b.py \
       --workdir runs/math_study --config.policy_dir=... --config.prm_dir=...
@@ -11,7 +11,7 @@ The same study on MATH-500 with open checkpoints (see the README's real research
 Runs the search sweep, the difficulty samples and the larger policy's greedy answers
 (each resumable), then the analysis, and writes WORKDIR/report.md, summary.json,
 study.json, the fitted allocations and the figures. See configs/arith/study.py for
-the sizes and ttcjax/study_runner.py for the stages.
+the sizes and ttcjax/study/runner.py for the stages.
 """
 
 import json
@@ -22,8 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from ttcjax.search import sweep
-from ttcjax.tasks import arith_study, math_study
+from ttcjax import sweep, tasks
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -52,12 +51,7 @@ def main(argv):
     bar.set_postfix(sweep.progress_postfix(stats))
     bar.refresh()
 
-  task = _CONFIG.value.get("task", "arith")
-  run = {"arith": arith_study.run_study, "math500": math_study.run_study}.get(task)
-  if run is None:
-    raise ValueError(f"The config's task {task!r} is not a study ttcjax runs "
-                     "(arith, math500).")
-  summary = run(_CONFIG.value, _WORKDIR.value, progress)
+  summary = tasks.task_of(_CONFIG.value).run_study(_CONFIG.value, _WORKDIR.value, progress)
   for bar in bars.values():
     bar.close()
   print(f"Wrote {os.path.join(_WORKDIR.value, 'report.md')} in {summary['wall_s']:.0f} s.")

@@ -28,9 +28,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from ttcjax import parallel, study_runner
-from ttcjax.search import sweep
-from ttcjax.tasks import math_study, testbed
+from ttcjax import sweep, tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A sweep config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it holds this sweep).")
@@ -52,18 +50,8 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   config = _CONFIG.value
-  if "quick" in config:  # a study config: its quick size applies here too
-    config = study_runner.resolve_config(config)
-  math = config.get("task", "arith") == "math500"
-  mesh = None
-  if math:  # the config's mesh, each axis overridden by its flag
-    config.mesh.data = _DATA_SHARDS.value or config.mesh.data
-    config.mesh.model = _MODEL_SHARDS.value or config.mesh.model
-  else:
-    model = _MODEL_SHARDS.value or 1
-    shards = _DATA_SHARDS.value or jax.device_count() // model
-    if shards * model > 1:
-      mesh = parallel.make_mesh(data=shards, model=model)
+  task = tasks.task_of(config)
+  mesh = task.make_mesh(config, _DATA_SHARDS.value, _MODEL_SHARDS.value)
   bar = tqdm(desc="search units", unit="unit", disable=None)
 
   def progress(stats):
@@ -76,14 +64,8 @@ def main(argv):
       logging.info("search units %d/%d, %s tokens/s, %s left", bar.n, bar.total,
                    postfix["tok_s"], postfix["left"])
 
-  if math:
-    if _ARCHIVE.value:
-      raise ValueError("--archive applies to testbed sweeps; a MATH-500 sweep resumes "
-                       "from its workdir alone.")
-    stats = math_study.run_search_sweep(config, _WORKDIR.value, mesh=mesh, progress=progress)
-  else:
-    stats = testbed.run_search_sweep(config, _WORKDIR.value, mesh=mesh, progress=progress,
-                                     archive_dir=_ARCHIVE.value)
+  stats = task.run_sweep(config, _WORKDIR.value, mesh=mesh, progress=progress,
+                         archive_dir=_ARCHIVE.value)
   bar.close()
   stats.pop("uids", None)
   print(stats)

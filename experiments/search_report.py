@@ -12,7 +12,7 @@ The wall time is the sum of the recorded unit times (compilation included), so i
 adds up across a sweep resumed over several runs; beside it, the units times the
 median unit, which a unit slowed by other work on the machine does not inflate.
 
---archive reports the groups summarised there (`ttcjax.search.archive`) beside the
+--archive reports the groups summarised there (`ttcjax.sweep.archive`) beside the
 workdir's other records; --update_archive first summarises into it every group the
 workdir holds for the whole problem set.
 """
@@ -22,9 +22,9 @@ import os
 
 from absl import app, flags
 
-from ttcjax import compute
-from ttcjax.search import archive, report, sweep
-from ttcjax.tasks import testbed
+from ttcjax import sweep, tasks
+from ttcjax.sweep import archive, report
+from ttcjax.tasks.arith import task as arith_task, testbed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A sweep's run directory.")
 _ARCHIVE = flags.DEFINE_string("archive", None, "A directory of archived sweep groups.")
@@ -47,8 +47,12 @@ def main(argv):
   if _WORKDIR.value:
     with open(os.path.join(_WORKDIR.value, "run_config.json")) as f:
       config = json.load(f)
-    policy = compute.ModelCost.of_policy(testbed.load_policy(config["policy_dir"])[0])
-    prm = compute.ModelCost.of_prm(testbed.load_reward_model(config["prm_dir"])[0])
+    # Sweeps recorded before configs named their task are testbed sweeps.
+    task = tasks.get_task(config.get("task", arith_task.NAME))
+    if _ARCHIVE.value and task.name != arith_task.NAME:
+      raise ValueError(f"--archive applies to testbed sweeps; {_WORKDIR.value} holds a "
+                       f"{task.name} sweep.")
+    policy, prm = task.model_costs(config)
     records = sweep.read_results(os.path.join(_WORKDIR.value, "results.jsonl"))
     # A sweep widened in place keeps its first run's config; its records hold the rest.
     budgets = sorted(set(config["budgets"]) | {r["budget"] for r in records})
@@ -56,11 +60,11 @@ def main(argv):
       uids = [p.uid for p in testbed.evaluation_problems(config["problems_per_level"])]
       for path in archive.write_complete_groups(
           records, _ARCHIVE.value, uids, budgets, policy, prm, config["problems_per_batch"],
-          testbed.sweep_identity(config)):
+          arith_task.sweep_identity(config)):
         print(f"archived {path}")
   summaries = archive.read(_ARCHIVE.value)
   if _WORKDIR.value:  # results of other models or caps must not be mixed
-    archive.check_config(summaries, testbed.sweep_identity(config))
+    archive.check_same_sweep(summaries, arith_task.sweep_identity(config))
   rows = [row for s in summaries for row in s["rows"]]
   times = [s["wall_time"] for s in summaries]
   rest = archive.not_archived(records, summaries)

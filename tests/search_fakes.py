@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttcjax.search import SearchBatch, SearchSettings
+from ttcjax.search import SearchBatch, SearchModels, SearchSettings
 from ttcjax.sampling import StepDelimiter
-from ttcjax.tasks import testbed
+from ttcjax.tasks.arith import testbed
 
 TOKENIZER = testbed.tokenizer()
 VOCAB = TOKENIZER.vocab_size
@@ -64,6 +64,10 @@ def prm_fn(params, tokens, cache, num_new, step_end=None):
   carry = jnp.where(num_new > 0, jnp.take_along_axis(
       scores, jnp.maximum(num_new - 1, 0)[:, None], axis=1)[:, 0], cache["score"])
   return scores, {"score": carry, "lengths": cache["lengths"] + num_new}
+
+
+# The fakes ignore their params.
+MODELS = SearchModels(policy_fn, None, prm_fn, None)
 
 
 def settings(max_rounds=40, max_steps=8):

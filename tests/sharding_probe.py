@@ -13,8 +13,8 @@ from ttcjax import parallel
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
-from ttcjax.search.runner import SearchRunner
-from ttcjax.tasks import arith, testbed
+from ttcjax.sweep.runner import SearchRunner
+from ttcjax.tasks.arith import arithmetic, testbed
 
 
 def main():
@@ -27,7 +27,7 @@ def main():
   problems = testbed.evaluation_problems(1)[:8]
   caps = dict(max_prompt_tokens=32, max_step_tokens=8, max_solution_tokens=24, max_steps=4,
               max_rounds=3)
-  answer = lambda text: arith.canonical_answer(arith.extract_answer(text))
+  answer = lambda text: arithmetic.canonical_answer(arithmetic.extract_answer(text))
   results = {}
   for name, mesh in (("single", None), ("data8", parallel.make_mesh(data=8)),
                      ("data4_model2", parallel.make_mesh(data=4, model=2))):

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from ttcjax import allocation, difficulty
-from ttcjax.allocation import Option, ResultTable
+from ttcjax.study import allocation, difficulty
+from ttcjax.study.allocation import Option, ResultTable
 
 
 def test_quantile_bins_put_the_easiest_first_and_split_ties_evenly():

@@ -1,4 +1,4 @@
-"""MATH-style data (ttcjax.tasks.math_data): boxed-answer extraction, text
+"""MATH-style data (ttcjax.tasks.math.data): boxed-answer extraction, text
 normalisation, and loading JSON-lines problems (with its error messages)."""
 
 import json
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ttcjax.tasks.math_data import extract_boxed, load_math, load_math_hub, normalize_text
+from ttcjax.tasks.math.data import extract_boxed, load_math, load_math_hub, normalize_text
 
 
 # ------------------------------------------------------------------------ extraction

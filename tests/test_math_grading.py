@@ -1,4 +1,4 @@
-"""MATH-style grading (ttcjax.tasks.math_grading): math-verify grading in its worker
+"""MATH-style grading (ttcjax.tasks.math.grading): math-verify grading in its worker
 process (equivalent forms, timeouts, a killed worker, threads, what each process
 imports), canonical keys and answer groups, and the reference check on MATH-500 (when
 ../shared/data has it)."""
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ttcjax.tasks import math_grading
+from ttcjax.tasks.math import grading as math_grading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MATH500 = os.path.join(ROOT, "..", "shared", "data", "math500_test.jsonl")
@@ -114,7 +114,7 @@ def test_bad_arguments_raise(grader):
 
 def test_caller_never_imports_sympy():
   # All sympy work happens in the worker; the caller stays light (and unharmed).
-  code = ("import sys; from ttcjax.tasks import math_grading as m; "
+  code = ("import sys; from ttcjax.tasks.math import grading as m; "
           "assert m.grade('0.5', r'\\frac12'); assert m.canonical_key('1') == '1'; "
           "assert 'sympy' not in sys.modules and 'math_verify' not in sys.modules")
   subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
@@ -127,9 +127,10 @@ def test_worker_never_imports_jax(grader):
   assert grader.canonical_key("x = 5") == grader.canonical_key("5")
   modules, error = grader._call("_modules", [], 5.0)
   assert error is None
-  assert {"ttcjax.tasks.math_data", "ttcjax.tasks.math_grading", "sympy"} <= set(modules)
+  assert {"ttcjax.tasks.math.data", "ttcjax.tasks.math.grading", "sympy"} <= set(modules)
   assert not [m for m in modules if m.split(".")[0] in ("jax", "jaxlib", "flax", "optax")]
   assert "ttcjax" not in modules and "ttcjax.tasks" not in modules
+  assert "ttcjax.tasks.math" not in modules
 
 
 # ------------------------------------------------------------------ keys and groups

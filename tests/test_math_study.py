@@ -39,8 +39,10 @@ except ImportError:
 from configs.math500 import qwen_math1p5b_prm7b as qwen_config  # pylint: disable=wrong-import-position
 from ttcjax.models.hf_import import load_hf_tokenizer  # pylint: disable=wrong-import-position
 from ttcjax.models.prm_adapters import load_prm_adapter  # pylint: disable=wrong-import-position
-from ttcjax.tasks import math_data, math_grading, math_study  # pylint: disable=wrong-import-position
-from ttcjax.tasks.math_prompts import PromptBuilder  # pylint: disable=wrong-import-position
+from ttcjax.tasks.math import data as math_data  # pylint: disable=wrong-import-position
+from ttcjax.tasks.math import grading as math_grading  # pylint: disable=wrong-import-position
+from ttcjax.tasks.math import task as math_task  # pylint: disable=wrong-import-position
+from ttcjax.tasks.math.prompts import PromptBuilder  # pylint: disable=wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MATH500 = os.path.join(ROOT, os.pardir, "shared", "data", "math500_test.jsonl")
@@ -173,7 +175,7 @@ def test_sweep_and_study_on_real_problems(setup):
 def test_a_sweep_that_would_not_fit_is_refused_before_any_search(setup, tmp_path):
   config = _config(dict(setup["overrides"], device_gb=1e-4))  # about 100 KiB per device
   with pytest.raises(ValueError, match="beam at N=4 would not fit: The search needs"):
-    math_study.run_search_sweep(config, str(tmp_path))
+    math_task.run_search_sweep(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "results.jsonl")
 
 
@@ -197,7 +199,7 @@ def test_prompts_use_the_policy_template_and_few_shot(setup):
 
 
 def test_answers_are_keyed_and_graded():
-  answers = math_study.MathAnswers(math_grading.default_grader())
+  answers = math_task.MathAnswers(math_grading.default_grader())
   half = answers.answer("So $x = \\boxed{\\dfrac{1}{2}}$.")
   assert half == answers.answer("Thus \\boxed{0.5}") and half is not None
   assert answers.answer("no box here") is None
@@ -229,7 +231,7 @@ def test_bad_rows_are_skipped_with_reasons(tmp_path):
 def test_a_study_widened_to_a_larger_budget_reads_only_its_own_runs(tmp_path):
   """best-of-N runs once, at the largest budget: after widening (4, 16) to (4, 16, 64)
   the N = 16 run stays in the file but is no longer the study's."""
-  from ttcjax import study_runner  # pylint: disable=import-outside-toplevel
+  from ttcjax.study import runner as study_runner  # pylint: disable=import-outside-toplevel
   import ml_collections  # pylint: disable=import-outside-toplevel
   rows = [dict(uid=u, strategy=s, budget=b, seed=0) for u in ("p1", "p2")
           for s, b in [("best_of_n", 16), ("best_of_n", 64), ("beam", 4), ("beam", 16),

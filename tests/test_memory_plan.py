@@ -2,7 +2,7 @@
 
 import pytest
 
-from ttcjax import memory_plan
+from ttcjax.sweep import memory_plan
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import get_config
 from ttcjax.models.prm import PrmConfig

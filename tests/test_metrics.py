@@ -52,3 +52,17 @@ def test_grouped_auroc_sees_through_a_difficulty_only_scorer():
   assert metrics.grouped_auroc([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], labels, groups) == 1.0
   with pytest.raises(ValueError, match="No group"):
     metrics.grouped_auroc([0.1, 0.2], [True, False], [0, 1])
+
+
+def test_grouped_auroc_over_a_subset_of_negatives():
+  # One group: positives 0.9, 0.5; negatives 0.8 (an error the policy makes greedily)
+  # and 0.1 (one it does not). All pairs: 3 of 4 right; pairs with the marked
+  # negative only: 1 of 2.
+  scores, labels, groups = [0.9, 0.5, 0.8, 0.1], [True, True, False, False], [0, 0, 0, 0]
+  assert metrics.grouped_auroc(scores, labels, groups) == pytest.approx(0.75)
+  marked = [False, False, True, False]
+  assert metrics.grouped_auroc(scores, labels, groups, negatives=marked) == pytest.approx(0.5)
+  with pytest.raises(ValueError, match="No group"):
+    metrics.grouped_auroc(scores, labels, groups, negatives=[False] * 4)
+  with pytest.raises(ValueError, match="negative marks"):
+    metrics.grouped_auroc(scores, labels, groups, negatives=[True])

@@ -31,7 +31,7 @@ from jax_helpers import host_jit  # pylint: disable=wrong-import-position
 from ttcjax.models.cache import KVCache  # pylint: disable=wrong-import-position
 from ttcjax.models.prm_adapters import (load_adapted_prm,  # pylint: disable=wrong-import-position
                                         load_prm_adapter)
-from ttcjax.search.base import transformer_prm_fn  # pylint: disable=wrong-import-position
+from ttcjax.models.prm import transformer_prm_fn  # pylint: disable=wrong-import-position
 
 torch.set_num_threads(2)
 ATOL = 1e-5  # float32 on both sides

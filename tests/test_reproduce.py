@@ -9,28 +9,24 @@ import sys
 import pytest
 
 from configs.arith import study as study_config
-from ttcjax import allocation
-from ttcjax.tasks import arith, arith_study, testbed
+from ttcjax.study import allocation
+from ttcjax.tasks.arith import arithmetic, task as arith_task, testbed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def quick_config(**changes):
   """The quick study config; `changes` apply on top of its quick sizes."""
-  config = study_config.get_config()
-  config.quick = True
+  config = study_config.get_config("quick")
   for key, value in changes.items():
-    if key in config.quick_overrides:
-      config.quick_overrides[key] = value
-    else:
-      setattr(config, key, value)
+    setattr(config, key, value)
   return config
 
 
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("study"))
-  return workdir, arith_study.run_study(quick_config(), workdir)
+  return workdir, arith_task.TASK.run_study(quick_config(), workdir)
 
 
 def test_quick_study_writes_every_output(quick_study):
@@ -40,7 +36,8 @@ def test_quick_study_writes_every_output(quick_study):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   with open(os.path.join(workdir, "summary.json")) as f:
     written = json.load(f)
-  assert written["questions"] == 20 and written["budgets"] == [1, 2, 4] and written["quick"]
+  assert written["questions"] == 20 and written["budgets"] == [1, 2, 4]
+  assert written["variant"] == "quick"
   for kind in ("oracle", "predicted"):
     for budget in ("1", "2", "4"):
       ratio = written["efficiency_ratio"][kind][budget]
@@ -72,14 +69,14 @@ def test_a_fitted_allocation_solves_new_problems(quick_study):
   path = os.path.join(workdir, "allocation_predicted.json")
   seen = {p.uid for p in testbed.evaluation_problems(2)}
   new = [p for p in testbed.evaluation_problems(3) if p.uid not in seen][:4]
-  solved = arith_study.apply_allocation(quick_config(), path, new, budget=2)
+  solved = arith_task.apply_allocation(quick_config(), path, new, budget=2)
   fitted = allocation.load_allocation(path, "arith")
   assert [s["uid"] for s in solved] == [p.uid for p in new]
   for s, problem in zip(solved, new):
     assert fitted["choices"][2][s["bin"]] == allocation.Option(s["strategy"], s["budget"])
-    assert s["correct"] == (s["answer"] == arith.canonical_answer(problem.answer))
+    assert s["correct"] == (s["answer"] == arithmetic.canonical_answer(problem.answer))
   with pytest.raises(ValueError, match="no choice at budget 64"):
-    arith_study.apply_allocation(quick_config(), path, new, budget=64)
+    arith_task.apply_allocation(quick_config(), path, new, budget=64)
 
 
 def test_second_run_from_the_command_line_reuses_the_searches(quick_study):
@@ -88,11 +85,11 @@ def test_second_run_from_the_command_line_reuses_the_searches(quick_study):
     before = json.load(f)
   out = subprocess.run(
       [sys.executable, "-m", "experiments.reproduce", f"--workdir={workdir}",
-       "--config.quick=True"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+       "--config=configs/arith/study.py:quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   with open(os.path.join(workdir, "summary.json")) as f:
     second = json.load(f)
-  assert second["search_units_run_now"] == {name: 0 for name in arith_study.STAGES}
+  assert second["search_units_run_now"] == {name: 0 for name in arith_task.STAGES}
   assert second["search_units"] == first["search_units"]
   with open(os.path.join(workdir, "study.json")) as f:
     after = json.load(f)
@@ -108,7 +105,7 @@ def test_second_run_from_the_command_line_reuses_the_searches(quick_study):
 ])
 def test_bad_configs_are_refused_before_any_search(tmp_path, changes, match):
   with pytest.raises(ValueError, match=match):
-    arith_study.run_study(quick_config(**changes), str(tmp_path))
+    arith_task.TASK.run_study(quick_config(**changes), str(tmp_path))
   assert not os.listdir(tmp_path)
 
 
@@ -119,5 +116,5 @@ def test_a_workdir_of_other_strategies_is_refused_untouched(quick_study):
   other = quick_config(strategies=[dict(name="best_of_n", max_budget_only=True),
                                    dict(name="beam", beam_width=2, label="beam_m2")])
   with pytest.raises(ValueError, match="another config"):
-    arith_study.run_study(other, workdir)
+    arith_task.TASK.run_study(other, workdir)
   assert os.path.getsize(results) == size

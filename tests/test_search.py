@@ -14,7 +14,7 @@ from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig, init_prm_params, score_steps
 from ttcjax.models.transformer import init_params
 from ttcjax.sampling import Sampler, prefill, row_keys, sample_steps, transformer_decode_fn
-from ttcjax.search import frontier
+from ttcjax.search import counts
 
 RNG = jax.random.PRNGKey(7)
 
@@ -22,11 +22,10 @@ RNG = jax.random.PRNGKey(7)
 @functools.lru_cache(maxsize=None)
 def compiled(strategy, hyper):
   """One jitted search per (strategy, hyperparameters), shared by the tests."""
-  strategy_fn = search.get_strategy(strategy)
+  strategy_fn = search.get_strategy(strategy).fn
 
   def call(batch, rng, sampler, settings):
-    return strategy_fn(fakes.policy_fn, None, fakes.prm_fn, None, batch, rng, sampler, settings,
-                       **dict(hyper))
+    return strategy_fn(fakes.MODELS, batch, rng, sampler, settings, **dict(hyper))
 
   return jax.jit(call)
 
@@ -135,20 +134,49 @@ def test_rows_of_a_batch_do_not_influence_each_other(strategy, hyper):
 def test_top_counts_and_parents():
   values = jnp.array([[0.2, 0.9, 0.5, 0.9, 0.1, 0.3]])
   open_rows = jnp.array([[True, True, True, False, True, True]])
-  counts = frontier.top_counts(values, open_rows, children_per_parent=2)
+  children = counts.top_counts(values, open_rows, children_per_parent=2)
   # Five open slots, M = 2: rows 1 (0.9) and 2 (0.5) get two children, row 5 (0.3) one.
-  assert counts.tolist() == [[0, 2, 2, 0, 0, 1]]
-  parents = frontier.assign_parents(counts, open_rows)
+  assert children.tolist() == [[0, 2, 2, 0, 0, 1]]
+  parents = counts.assign_parents(children, open_rows)
   assert parents.tolist() == [[1, 1, 2, 3, 2, 5]]
 
 
 def test_balanced_counts_fill_the_open_slots():
-  from ttcjax.search.rebase import balanced_counts
   values = jnp.array([[0.9, 0.1, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]])
   open_rows = jnp.array([[True, True, True, True], [False, False, False, False]])
-  counts = balanced_counts(values, open_rows, temperature=0.2)
-  assert counts.sum(axis=1).tolist() == [4, 0]
-  assert counts[0, 0] >= counts[0, 2] >= counts[0, 1]
+  children = counts.balanced_counts(values, open_rows, temperature=0.2)
+  assert children.sum(axis=1).tolist() == [4, 0]
+  assert children[0, 0] >= children[0, 2] >= children[0, 1]
+
+
+# ------------------------------------------------------------ the strategy records
+
+
+def test_strategy_records_state_what_the_host_side_reads():
+  caps = fakes.settings(max_rounds=5)
+  bon, beam, look = (search.get_strategy(n) for n in ("best_of_n", "beam", "lookahead"))
+  assert (bon.forks, bon.whole_solutions, bon.independent_samples) == (False, True, True)
+  assert all(search.get_strategy(n).forks for n in ("beam", "lookahead", "dvts", "rebase"))
+  assert bon.prm_chunk_steps(caps, {}) == caps.max_steps == bon.prm_suffixes_per_row(caps, {})
+  assert beam.prm_chunk_steps(caps, {"beam_width": 2}) == 1
+  assert beam.prm_suffixes_per_row(caps, {"beam_width": 2}) == 5
+  k3 = {"beam_width": 2, "lookahead_steps": 3}
+  assert look.prm_chunk_steps(caps, k3) == 3 and look.prm_suffixes_per_row(caps, k3) == 8
+  assert look.generation_budget(8, k3) == 32 and look.budget_for(32, k3) == 8
+  assert look.rows_per_problem(8, k3) == 16 and beam.rows_per_problem(8, {}) == 8
+  assert bon.generation_budget(8, {}) == 8
+
+
+@pytest.mark.parametrize("name,budget,hyper,match", [
+    ("beam", 4, {"beam_widht": 2}, "takes no hyperparameter"),
+    ("dvts", 4, {}, "needs the hyperparameters"),
+    ("best_of_n", 4, {"temperature": 0.5}, "takes none|takes no hyperparameter"),
+    ("rebase", 0, {}, "budget"),
+    ("beam", 6, {"beam_width": 4}, "divide"),
+])
+def test_records_validate_before_anything_runs(name, budget, hyper, match):
+  with pytest.raises(ValueError, match=match):
+    search.get_strategy(name).validate(budget, hyper)
 
 
 # ------------------------------------------------------------ contracts, real models
@@ -180,11 +208,10 @@ def test_strategy_contract_on_tiny_transformers(tiny_models, strategy, hyper):
                              problem_ids=jnp.array([0, 1], jnp.int32),
                              policy_cache=KVCache.init(config, 2, capacity),
                              prm_cache=KVCache.init(prm_config.backbone, 2, capacity))
-  fn = jax.jit(functools.partial(search.get_strategy(strategy), transformer_decode_fn(config),
-                                 budget=4, **hyper),
-               static_argnums=(1,))
-  out = fn(params, search.transformer_prm_fn(prm_config), prm_params, batch, RNG, Sampler(),
-           settings)
+  fn = jax.jit(functools.partial(search.get_strategy(strategy).fn, budget=4, **hyper))
+  models = search.SearchModels(transformer_decode_fn(config), params,
+                               search.transformer_prm_fn(prm_config), prm_params)
+  out = fn(models, batch, RNG, Sampler(), settings)
   assert out.tokens.shape == (2, 4, 18) and out.step_scores.shape == (2, 4, 6)
   assert np.isfinite(np.asarray(out.step_scores)).all()
   assert ((np.asarray(out.step_scores) >= 0) & (np.asarray(out.step_scores) <= 1)).all()

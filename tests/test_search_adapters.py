@@ -28,14 +28,14 @@ except ImportError:
   import hf_models  # pylint: disable=wrong-import-position
   from test_prm_adapters import CORPUS, FAMILIES, MODEL_VOCAB, PROBLEMS
 
-from ttcjax import memory_plan  # pylint: disable=wrong-import-position
+from ttcjax.sweep import memory_plan  # pylint: disable=wrong-import-position
 from ttcjax.models.config import TransformerConfig  # pylint: disable=wrong-import-position
 from ttcjax.models.hf_import import load_hf_tokenizer  # pylint: disable=wrong-import-position
 from ttcjax.models.prm_adapters import load_adapted_prm  # pylint: disable=wrong-import-position
 from ttcjax.models.transformer import init_params  # pylint: disable=wrong-import-position
 from ttcjax.sampling import Sampler  # pylint: disable=wrong-import-position
-from ttcjax.search.runner import SearchRunner  # pylint: disable=wrong-import-position
-from ttcjax.tasks import testbed  # pylint: disable=wrong-import-position
+from ttcjax.sweep.runner import SearchRunner  # pylint: disable=wrong-import-position
+from ttcjax.tasks.arith import testbed  # pylint: disable=wrong-import-position
 
 ATOL = 1e-5
 BUDGET = 4

@@ -4,7 +4,7 @@ import pytest
 from ttcjax import compute
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig
-from ttcjax.search import select
+from ttcjax.sweep import select
 
 SCORES = np.array([[0.9, 0.2, 0.5, 0.0], [0.4, 0.8, 0.0, 0.0]])
 MASK = np.array([[True, True, True, False], [True, True, False, False]])
@@ -40,7 +40,7 @@ def test_selection_rules_on_a_hand_made_table():
 
 def test_no_answer_at_all():
   ids = np.array([[-1, -1]])
-  for rule in select.SELECTIONS:
+  for rule in select.RULES:
     assert select.select_answers(ids, np.ones((1, 2)), rule).tolist() == [-1]
 
 
@@ -93,7 +93,7 @@ def test_subset_ties_do_not_peek_at_the_other_samples():
 
 
 def test_solution_tree_shares_prefixes():
-  from ttcjax.search import tree
+  from ttcjax.sweep import tree
   root = tree.solution_tree(
       [["1+1=2", "2*3=6", "Answer: 6"], ["1+1=2", "2*3=7", "Answer: 7"], ["1+1=3", "Answer: 3"]],
       [[0.9, 0.8, 0.8], [0.9, 0.1, 0.1], [0.2, 0.1]])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ttcjax import compute, study
-from ttcjax.allocation import Option, ResultTable
+from ttcjax.study.allocation import Option, ResultTable
 
 COST = compute.ModelCost(body_flops=2e3, head_flops=1e2, attention_flops=8.0)
 

@@ -14,9 +14,9 @@ from configs.arith import sweep as sweep_config
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
-from ttcjax.search import sweep
-from ttcjax.tasks import testbed
-from ttcjax.training import checkpoints
+from ttcjax import sweep
+from ttcjax.tasks.arith import task as arith_task, testbed
+from ttcjax.models import export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32,
@@ -76,9 +76,9 @@ def test_duplicate_labels_are_refused():
 def tiny_models(tmp_path_factory):
   root = tmp_path_factory.mktemp("models")
   config = TransformerConfig(vocab_size=testbed.tokenizer().vocab_size, **TINY)
-  checkpoints.export_model(str(root / "policy"), init_params(config, jax.random.PRNGKey(0)), config)
+  export.export_model(str(root / "policy"), init_params(config, jax.random.PRNGKey(0)), config)
   prm = PrmConfig(config, head_hidden=8)
-  checkpoints.export_model(str(root / "prm"), init_prm_params(prm, jax.random.PRNGKey(1)), prm)
+  export.export_model(str(root / "prm"), init_prm_params(prm, jax.random.PRNGKey(1)), prm)
   return root
 
 
@@ -105,7 +105,7 @@ def read(path):
 def full_sweep(tiny_models, tmp_path_factory):
   """(workdir, totals) of the tiny sweep run whole once (tests only read it)."""
   workdir = tmp_path_factory.mktemp("full")
-  return workdir, testbed.run_search_sweep(tiny_sweep_config(tiny_models), str(workdir))
+  return workdir, arith_task.run_search_sweep(tiny_sweep_config(tiny_models), str(workdir))
 
 
 def test_a_killed_sweep_resumes_without_losing_or_duplicating(tiny_models, full_sweep,
@@ -120,13 +120,13 @@ def test_a_killed_sweep_resumes_without_losing_or_duplicating(tiny_models, full_
   assert record["flops"]["total_flops"] > record["flops"]["policy_flops"] > 0
 
   part = tmp_path / "part"
-  first = testbed.run_search_sweep(config, str(part), stop_after_units=2)
+  first = arith_task.run_search_sweep(config, str(part), stop_after_units=2)
   # Work in samples: beam at 2 (10 problems x 2) ran; beam at 4 and best-of-N at 4 remain.
   assert (first["samples_run"], first["samples_left"]) == (20, 80)
   with open(part / "results.jsonl", "a") as f:
     f.write('{"key": "beam_m2|4|0|test-L1-0", "uid": ')  # the kill cut a line
   seen = []
-  resumed = testbed.run_search_sweep(config, str(part), progress=seen.append)
+  resumed = arith_task.run_search_sweep(config, str(part), progress=seen.append)
   assert resumed["units_run"] == 4 and resumed["units_skipped"] == 2
   assert (resumed["samples_run"], resumed["samples_left"]) == (80, 0)
   assert seen[0]["eta_s"] > 0 and seen[-1]["eta_s"] == 0
@@ -140,15 +140,15 @@ def test_a_sweep_workdir_refuses_other_models(tiny_models, tmp_path):
   config = tiny_sweep_config(tiny_models)
   config.budgets = (2,)
   config.strategies = [dict(name="beam", beam_width=2, label="beam_m2")]
-  testbed.run_search_sweep(config, str(tmp_path), stop_after_units=0)
+  arith_task.run_search_sweep(config, str(tmp_path), stop_after_units=0)
   config.temperature = 0.5
   with pytest.raises(ValueError, match="another config"):
-    testbed.run_search_sweep(config, str(tmp_path))
+    arith_task.run_search_sweep(config, str(tmp_path))
 
 
 def test_report_reads_best_of_n_at_every_budget(tiny_models, full_sweep):
   from ttcjax import compute
-  from ttcjax.search import report
+  from ttcjax.sweep import report
   config = tiny_sweep_config(tiny_models)
   records = sweep.read_results(str(full_sweep[0] / "results.jsonl"))
   policy = compute.ModelCost.of_policy(testbed.load_policy(config.policy_dir)[0])
@@ -174,7 +174,7 @@ def test_report_reads_best_of_n_at_every_budget(tiny_models, full_sweep):
 
 
 def test_wall_times_count_each_unit_once():
-  from ttcjax.search import report
+  from ttcjax.sweep import report
 
   def unit(label, budget, wall, n):
     return [dict(strategy=label, budget=budget, seed=0, unit_wall_s=wall)] * n
@@ -199,14 +199,14 @@ def test_wall_times_count_each_unit_once():
 def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(
     tiny_models, full_sweep, tmp_path):
   from ttcjax import compute
-  from ttcjax.search import archive, report
+  from ttcjax.sweep import archive, report
   config = tiny_sweep_config(tiny_models)
   full_dir = full_sweep[0]
   records = sweep.read_results(str(full_dir / "results.jsonl"))
   policy = compute.ModelCost.of_policy(testbed.load_policy(config.policy_dir)[0])
   prm = compute.ModelCost.of_prm(testbed.load_reward_model(config.prm_dir)[0])
   uids = [p.uid for p in testbed.evaluation_problems(config.problems_per_level)]
-  identity = testbed.sweep_identity(config.to_dict())
+  identity = arith_task.sweep_identity(config.to_dict())
   store = str(tmp_path / "archive")
 
   def update(expected=uids):
@@ -257,14 +257,14 @@ def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(
 
   # A sweep in a new workdir skips the archived groups and runs the rest.
   os.remove(path)
-  resumed = testbed.run_search_sweep(config, str(tmp_path / "elsewhere"), archive_dir=store)
+  resumed = arith_task.run_search_sweep(config, str(tmp_path / "elsewhere"), archive_dir=store)
   assert (resumed["units_run"], resumed["units_skipped"]) == (2, 4)
   expected = {k: v for k, v in read(full_dir / "results.jsonl").items()
               if k.startswith("beam_m2|4|")}
   assert read(tmp_path / "elsewhere" / "results.jsonl") == expected
   config.temperature = 0.5
   with pytest.raises(ValueError, match="another config"):
-    testbed.run_search_sweep(config, str(tmp_path / "other"), archive_dir=store)
+    arith_task.run_search_sweep(config, str(tmp_path / "other"), archive_dir=store)
 
 
 def tied_records(seed, problems=20):
@@ -279,7 +279,7 @@ def tied_records(seed, problems=20):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_summary_breaks_ties_as_the_report_does(seed):
-  from ttcjax.search import archive
+  from ttcjax.sweep import archive
   summary = archive.summarise(tied_records(seed), [2], None, None, 20, {})
   (row,) = summary["rows"]
   assert 0 < row["majority"] < 1  # the ties went both ways
@@ -288,7 +288,7 @@ def test_a_summary_breaks_ties_as_the_report_does(seed):
 
 
 def test_an_archive_refuses_a_wrong_path_and_another_problem_set(tmp_path):
-  from ttcjax.search import archive
+  from ttcjax.sweep import archive
   with pytest.raises(ValueError, match="No sweep archive"):
     archive.read(str(tmp_path / "typo"))
   records = tied_records(0)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ttcjax.sampling import Sampler
-from ttcjax.tasks import arith, testbed
+from ttcjax.tasks.arith import arithmetic, testbed
 
-PROBLEM = arith.Problem(uid="p0", level=4, start=37, ops=(("+", 15), ("*", 3), ("-", 28)))
+PROBLEM = arithmetic.Problem(uid="p0", level=4, start=37, ops=(("+", 15), ("*", 3), ("-", 28)))
 
 
 def graded(problem, solutions, width=64):
@@ -24,7 +24,7 @@ def graded(problem, solutions, width=64):
     tokens[0, j, :len(ids)] = ids
     lengths[0, j] = len(ids)
   texts = [["".join(s) for s in solutions]]
-  correct = np.array([[arith.is_correct(problem, t) for t in texts[0]]])
+  correct = np.array([[arithmetic.is_correct(problem, t) for t in texts[0]]])
   return testbed.GradedSamples([problem], texts, correct, tokens, step_end, lengths, 0, 1.0)
 
 
@@ -42,9 +42,38 @@ def test_true_step_labels_follow_the_verifier():
   assert samples.correct.tolist() == [[True, False, False]]
 
 
+def test_first_errors_and_the_policy_argmax_subset(monkeypatch):
+  samples = graded(PROBLEM, [
+      ["37+15=52\n\n", "52*3=156\n\n", "156-28=128\n\n", "Answer: 128"],
+      ["37+15=52\n\n", "52*3=155\n\n", "155-28=127\n\n", "Answer: 127"],
+      ["37+15=53\n\n", "Answer: 53"],
+  ])
+  labels = testbed.true_step_labels(samples)
+  errors = testbed.first_errors(labels, samples)
+  # Sample 1 first errs at step 1, sample 2 at step 0; later wrong steps do not count,
+  # nor do the columns past a sample's steps.
+  assert [tuple(x) for x in np.argwhere(errors)] == [(0, 1, 1), (0, 2, 0)]
+
+  class Greedy:
+    """A scripted SolutionSampler whose greedy next step after any prefix is `text`."""
+
+    def __init__(self, text):
+      self.text = text
+
+    def sample(self, params, prompts, num_samples, sampler, rng):
+      del params, num_samples, sampler, rng
+      return type("Out", (), {"texts": [[self.text] for _ in prompts]})()
+
+  for text, expected in (("52*3=155\n\n", [(0, 1, 1)]), ("37+15=53\n\n", [(0, 2, 0)]),
+                         ("1+1=2\n\n", [])):
+    monkeypatch.setattr(testbed, "SolutionSampler", lambda *a, text=text, **k: Greedy(text))
+    argmax = testbed.argmax_errors(None, None, samples, labels)
+    assert [tuple(x) for x in np.argwhere(argmax)] == expected
+
+
 def test_pass_rate_report():
-  problems = [arith.Problem("a", 1, 1, (("+", 1),)), arith.Problem("b", 1, 2, (("+", 1),)),
-              arith.Problem("c", 2, 3, (("+", 1),))]
+  problems = [arithmetic.Problem("a", 1, 1, (("+", 1),)), arithmetic.Problem("b", 1, 2, (("+", 1),)),
+              arithmetic.Problem("c", 2, 3, (("+", 1),))]
   correct = np.array([[1, 1, 1, 1], [0, 1, 0, 0], [0, 0, 0, 0]], bool)
   report = testbed.pass_rate_report(problems, correct)
   assert report["pass1"] == pytest.approx((1 + 0.25 + 0) / 3)
@@ -71,7 +100,7 @@ def test_shipped_checkpoints_keep_their_quality():
   """On 100 test problems, 4 samples each: the figures stay near the full-set ones.
 
   Bounds are looser than the issue's full-set targets, since 100 x 4 samples are
-  noisier than 500 x 8 (see the README for the full-set figures).
+  noisier than 500 x 8 (see docs/testbed.md for the full-set figures).
   """
   problems = testbed.evaluation_problems(10)
   config, params, _ = testbed.load_policy(testbed.shipped_checkpoint("policy_small"))

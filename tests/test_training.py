@@ -13,8 +13,10 @@ from configs.arith import common
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
-from ttcjax.tasks import arith, testbed
-from ttcjax.training import checkpoints, mc_labels, pipeline
+from ttcjax.tasks.arith import arithmetic, testbed
+from ttcjax import rundir
+from ttcjax.models import export
+from ttcjax.training import mc_labels, pipeline, reward_models
 
 TINY_MODEL = dict(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
                   intermediate_size=48, max_position_embeddings=256)
@@ -43,7 +45,7 @@ def test_sft_loss_decreases(tmp_path):
   assert losses[-1] < 0.7 * losses[0]
   evals = [m["eval_loss"] for m in read_metrics(tmp_path) if "eval_loss" in m]
   assert len(evals) == 2 and evals[-1] < evals[0]
-  config_, params, extra = checkpoints.load_exported(str(tmp_path / "model"))
+  config_, params, extra = export.load_exported(str(tmp_path / "model"))
   assert isinstance(config_, TransformerConfig) and extra["train_tokens"] > 0
 
 
@@ -67,8 +69,8 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     loop.train = original
   assert not os.path.exists(killed / "model")
   pipeline.run(config, str(killed))
-  _, a, _ = checkpoints.load_exported(str(straight / "model"))
-  _, b, _ = checkpoints.load_exported(str(killed / "model"))
+  _, a, _ = export.load_exported(str(straight / "model"))
+  _, b, _ = export.load_exported(str(killed / "model"))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
   # Metrics are not duplicated by the restart.
@@ -78,12 +80,12 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
 def test_workdir_of_another_config_is_refused(tmp_path):
   config = tiny_sft_config(steps=4)
   pipeline.run(config, str(tmp_path))
-  before = open(tmp_path / checkpoints.RUN_CONFIG_FILE).read()
+  before = open(tmp_path / rundir.RUN_CONFIG_FILE).read()
   other = tiny_sft_config(steps=4)
   other.model.hidden_size = 64
   with pytest.raises(ValueError, match="another config"):
     pipeline.run(other, str(tmp_path))
-  assert open(tmp_path / checkpoints.RUN_CONFIG_FILE).read() == before
+  assert open(tmp_path / rundir.RUN_CONFIG_FILE).read() == before
 
 
 def test_missing_policy_and_empty_labels_are_refused(tmp_path):
@@ -97,7 +99,7 @@ def test_missing_policy_and_empty_labels_are_refused(tmp_path):
 
 def _export_tiny_policy(directory, vocab_size):
   config = TransformerConfig(vocab_size=vocab_size, **TINY_MODEL)
-  checkpoints.export_model(str(directory), init_params(config, jax.random.PRNGKey(0)), config)
+  export.export_model(str(directory), init_params(config, jax.random.PRNGKey(0)), config)
 
 
 def test_mismatched_checkpoints_and_empty_data_are_refused(tmp_path):
@@ -116,7 +118,7 @@ def test_mismatched_checkpoints_and_empty_data_are_refused(tmp_path):
   # A reward model where a policy belongs.
   prm = tmp_path / "prm-trained"
   config = PrmConfig(TransformerConfig(vocab_size=vocab, **TINY_MODEL), head_hidden=8)
-  checkpoints.export_model(str(prm), init_prm_params(config, jax.random.PRNGKey(0)), config)
+  export.export_model(str(prm), init_prm_params(config, jax.random.PRNGKey(0)), config)
   before = (prm / "model.safetensors").read_bytes()
   with pytest.raises(ValueError, match="not a policy"):
     pipeline.run(common.reward_config("orm", str(prm), str(labels), 4), str(tmp_path / "orm"))
@@ -132,10 +134,75 @@ def test_mismatched_checkpoints_and_empty_data_are_refused(tmp_path):
   assert not (tmp_path / "labels-run" / "labels.jsonl").exists()
 
 
+# ------------------------------------------------------ the multi-task verifier
+
+
+def test_reward_batch_masks_are_exact():
+  tok = testbed.tokenizer()
+  batch = reward_models.encode_reward_batch(tok, ["1+2=?\n"], [["1+2=3\n\n", "Answer: 3"]],
+                                            [[0.25, 1.0]], max_length=32)
+  prompt = len(tok.encode("1+2=?\n", add_bos=True))  # 7: BOS and six characters
+  first_end = prompt + len("1+2=3\n\n") - 1
+  eos = prompt + len("1+2=3\n\nAnswer: 3")  # the EOS ends the final step
+  assert batch["lengths"].tolist() == [eos + 1]
+  assert np.flatnonzero(batch["label_mask"][0]).tolist() == [first_end, eos]
+  assert batch["labels"][0, first_end] == 0.25 and batch["labels"][0, eos] == 1.0
+  # Position t predicts token t + 1: from the prompt's last token to the one before EOS.
+  assert np.flatnonzero(batch["lm_mask"][0]).tolist() == list(range(prompt - 1, eos))
+
+
+def test_multitask_reward_loss_lowers_both_terms():
+  import optax
+  tok = testbed.tokenizer()
+  config = TransformerConfig(vocab_size=tok.vocab_size, **TINY_MODEL)
+  prm_config = PrmConfig(config, head_hidden=8)
+  params = reward_models.backbone_from_policy(
+      init_params(config, jax.random.PRNGKey(0)),
+      init_prm_params(prm_config, jax.random.PRNGKey(1)), keep_lm_head=True)
+  assert "lm_head" in params["backbone"]
+  batch = {k: jnp.asarray(v) for k, v in reward_models.encode_reward_batch(
+      tok, ["1+2=?\n", "7*8=?\n"], [["1+2=3\n\n", "Answer: 3"], ["7*8=57\n\n", "Answer: 57"]],
+      [[1.0, 1.0], [0.0, 0.0]], max_length=32).items()}
+  loss_fn = reward_models.reward_loss(prm_config, lm_weight=1.0)
+  optimizer = optax.adam(3e-3)
+  state = optimizer.init(params)
+
+  @jax.jit
+  def step(params, state):
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch)
+    updates, state = optimizer.update(grads, state)
+    return optax.apply_updates(params, updates), state, metrics
+
+  first = None
+  for _ in range(30):
+    params, state, metrics = step(params, state)
+    first = first or metrics
+  assert float(metrics["bce"]) < 0.8 * float(first["bce"])
+  assert float(metrics["lm_loss"]) < 0.8 * float(first["lm_loss"])
+  # The loss is BCE + lm_weight x LM; without the LM term it is the BCE alone.
+  total, parts = loss_fn(params, batch)
+  np.testing.assert_allclose(float(total), float(parts["bce"] + parts["lm_loss"]), rtol=1e-5)
+  bce_only, _ = reward_models.reward_loss(prm_config)(params, batch)
+  np.testing.assert_allclose(float(bce_only), float(parts["bce"]), rtol=1e-5)
+  with pytest.raises(ValueError, match="lm_weight"):
+    reward_models.reward_loss(prm_config, lm_weight=-1.0)
+
+
+def test_prm_from_a_policy_of_another_shape_is_refused():
+  vocab = testbed.tokenizer().vocab_size
+  policy = init_params(TransformerConfig(vocab_size=vocab, **TINY_MODEL), jax.random.PRNGKey(0))
+  wider = PrmConfig(TransformerConfig(vocab_size=vocab, **dict(TINY_MODEL, hidden_size=48)))
+  with pytest.raises(ValueError, match="shapes differ"):
+    reward_models.backbone_from_policy(policy, init_prm_params(wider, jax.random.PRNGKey(1)))
+  deeper = PrmConfig(TransformerConfig(vocab_size=vocab, **dict(TINY_MODEL, num_layers=3)))
+  with pytest.raises(ValueError, match="lacks backbone parameters"):
+    reward_models.backbone_from_policy(policy, init_prm_params(deeper, jax.random.PRNGKey(1)))
+
+
 # ----------------------------------------------------------- Monte Carlo labels
 
 
-PROBLEM = arith.Problem(uid="p0", level=4, start=37, ops=(("+", 15), ("*", 3), ("-", 28)))
+PROBLEM = arithmetic.Problem(uid="p0", level=4, start=37, ops=(("+", 15), ("*", 3), ("-", 28)))
 
 
 def scripted_policy(tokenizer, prompt_length, script_text):
@@ -161,7 +228,7 @@ def scripted_labeler(script, rollouts, has_answer=None):
                                        max_steps=8, max_step_tokens=24,
                                        max_solution_tokens=64, problems_per_batch=1)
   return mc_labels.MonteCarloLabeler(
-      config, None, tokenizer, label_config, grade=arith.is_correct,
+      config, None, tokenizer, label_config, grade=arithmetic.is_correct,
       decode_fn=scripted_policy(tokenizer, prompt_length, script), has_answer=has_answer)
 
 
@@ -184,7 +251,7 @@ def test_mc_labels_are_exact_on_a_deterministic_policy(script, expected_labels, 
 
 def test_mc_labels_drop_samples_without_an_answer():
   labeler = scripted_labeler("37+15=52\n\n52*3=156", rollouts=2,
-                             has_answer=lambda text: arith.extract_answer(text) is not None)
+                             has_answer=lambda text: arithmetic.extract_answer(text) is not None)
   [result] = labeler.label([PROBLEM], [PROBLEM.prompt], [0])
   assert result.samples == []
 
@@ -193,12 +260,12 @@ def test_label_file_resumes_without_duplicates(tmp_path):
   tokenizer = testbed.tokenizer()
   config = TransformerConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL)
   params = init_params(config, jax.random.PRNGKey(0))
-  problems = arith.make_split("train", 3, levels=(1,))
+  problems = arithmetic.make_split("train", 3, levels=(1,))
   label_config = mc_labels.LabelConfig(samples_per_problem=2, rollouts_per_step=2, max_steps=3,
                                        max_step_tokens=8, max_solution_tokens=24,
                                        problems_per_batch=2)
   labeler = mc_labels.MonteCarloLabeler(config, params, tokenizer, label_config,
-                                        grade=arith.is_correct, max_prompt_tokens=16)
+                                        grade=arithmetic.is_correct, max_prompt_tokens=16)
   path = str(tmp_path / "labels.jsonl")
   mc_labels.label_to_file(labeler, problems[:2], [p.prompt for p in problems[:2]], path)
   with open(path, "a") as f:
@@ -232,11 +299,15 @@ def test_stages_end_to_end_on_tiny_configs(tmp_path):
     c = common.reward_config(stage, str(policy / "model"), str(path), steps=3)
     c.data.held_out_fraction = 0.5
     c.model.head_hidden = 16
+    c.model.lm_weight = 1.0 if stage == "prm" else 0.0
     c.train.update(log_every=1, eval_every=1, save_every=2)
     out = pipeline.run(c, str(tmp_path / stage))
     assert np.isfinite(out["best_eval_loss"])
-    prm_config, params, _ = checkpoints.load_exported(str(tmp_path / stage / "model"))
+    prm_config, params, _ = export.load_exported(str(tmp_path / stage / "model"))
     assert prm_config.kind == "value" and "head" in params
+    assert ("lm_head" in params["backbone"]) == (stage == "prm")
+    if stage == "prm":
+      assert "lm_loss" in read_metrics(str(tmp_path / stage))[-1]
 
 
 def test_train_launcher_smoke(tmp_path):

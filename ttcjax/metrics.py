@@ -37,15 +37,15 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
 
 
 def pass_rates(correct: np.ndarray) -> np.ndarray:
-  """Per-problem pass@1 estimates: [P, N] bools (N samples each) -> [P] fractions."""
+  """Per-problem pass@1 estimates: [Q, N] bools (N samples each) -> [Q] fractions."""
   correct = np.asarray(correct, bool)
   if correct.ndim != 2 or correct.shape[1] == 0:
     raise ValueError(f"Expected [problems, samples] with samples > 0, got {correct.shape}.")
   return correct.mean(axis=1)
 
 
-def grouped_auroc(scores: Sequence[float], labels: Sequence[bool],
-                  groups: Sequence[int]) -> float:
+def grouped_auroc(scores: Sequence[float], labels: Sequence[bool], groups: Sequence[int],
+                  negatives: Sequence[bool] | None = None) -> float:
   """AUROC counting only (positive, negative) pairs from the same group.
 
   P(score of a positive > score of a negative of its own group), ties one half,
@@ -57,6 +57,8 @@ def grouped_auroc(scores: Sequence[float], labels: Sequence[bool],
     scores: [M] real scores.
     labels: [M] bools, True for positives.
     groups: [M] group ids.
+    negatives: optional [M] bools: count only pairs whose negative is marked (e.g. the
+      errors a policy makes greedily), so that AUROC measures that kind of error alone.
 
   Raises:
     ValueError: lengths differ, or no group has both classes.
@@ -64,12 +66,15 @@ def grouped_auroc(scores: Sequence[float], labels: Sequence[bool],
   scores = np.asarray(scores, np.float64).reshape(-1)
   labels = np.asarray(labels, bool).reshape(-1)
   groups = np.asarray(groups).reshape(-1)
-  if not scores.shape == labels.shape == groups.shape:
-    raise ValueError(f"{scores.size} scores, {labels.size} labels and {groups.size} groups.")
+  chosen = (np.ones_like(labels) if negatives is None
+            else np.asarray(negatives, bool).reshape(-1))
+  if not scores.shape == labels.shape == groups.shape == chosen.shape:
+    raise ValueError(f"{scores.size} scores, {labels.size} labels, {groups.size} groups and "
+                     f"{chosen.size} negative marks.")
   wins, pairs = 0.0, 0
   for g in np.unique(groups):
     member = groups == g
-    pos, neg = scores[member & labels], scores[member & ~labels]
+    pos, neg = scores[member & labels], scores[member & ~labels & chosen]
     if pos.size and neg.size:
       diff = pos[:, None] - neg[None, :]
       wins += float((diff > 0).sum() + 0.5 * (diff == 0).sum())

@@ -57,12 +57,16 @@ class SolutionSampler:
     max_prompt_tokens: prompt buffer width (longer prompts raise).
     max_solution_tokens: T.
     step_delimiter: text that ends a step.
+    max_steps: stop each row after this many steps (None: at its end), e.g. 1 for the
+      policy's next step after a prefix.
   """
 
   def __init__(self, config: TransformerConfig, tokenizer: Tokenizer, *, max_prompt_tokens: int,
-               max_solution_tokens: int, step_delimiter: str = "\n\n"):
+               max_solution_tokens: int, step_delimiter: str = "\n\n",
+               max_steps: int | None = None):
     self.config, self.tokenizer = config, tokenizer
     self.max_prompt_tokens, self.max_solution_tokens = max_prompt_tokens, max_solution_tokens
+    self.max_steps = max_steps
     self.capacity = max_prompt_tokens + max_solution_tokens + 1
     self.delimiter = StepDelimiter.build(tokenizer, step_delimiter, config.vocab_size)
     self._run = jax.jit(self._sample, static_argnames=("num_samples",))
@@ -73,7 +77,8 @@ class SolutionSampler:
     state, prefilled = prefill(decode, params, cache, prompts, prompt_lengths, self.capacity)
     state = state.repeat(num_samples).with_keys(row_keys(rng, problem_ids, num_samples))
     out = sample_steps(decode, params, state, sampler, max_new_tokens=self.max_solution_tokens,
-                       eos_id=self.tokenizer.eos_id, delimiter=self.delimiter, max_steps=None,
+                       eos_id=self.tokenizer.eos_id, delimiter=self.delimiter,
+                       max_steps=self.max_steps,
                        max_solution_tokens=self.max_solution_tokens, pad_id=self.tokenizer.pad_id)
     return out.tokens, out.step_end, out.lengths, out.finished, out.num_generated, prefilled
 

@@ -1,7 +1,7 @@
 """The compute-optimal scaling study on the shipped testbed (the main job).
 
   python -m experiments.reproduce --workdir runs/study
-  python -m experiments.reproduce --workdir runs/study_quick --config.quick=True
+  python -m experiments.reproduce --workdir runs/study_quick --config=configs/arith/study.py:quick
 
 The default size is what 2 CPU cores finish in under 20 minutes: 80 test problems
 (8 per level), generation budgets 1..32, four strategy settings (best-of-N, beam
@@ -15,8 +15,8 @@ More problems work the same way (problems_per_level up to 50, the whole test set
 DVTS, REBASE and lookahead k = 3 are in configs/arith/sweep.py; add them here (in a
 new workdir: other strategies are refused in an old one) for a wider study.
 
-`quick` (20 problems, budgets 1..4, 4 difficulty samples) is a smoke test of every
-stage; a default run may reuse a quick run's workdir.
+The `quick` variant (20 problems, budgets 1..4, 4 difficulty samples) is a smoke test of
+every stage; a default run may reuse a quick run's workdir.
 """
 
 import ml_collections
@@ -25,9 +25,13 @@ from configs import study_analysis
 from configs.arith import sweep
 
 
-def get_config():
+QUICK = dict(problems_per_level=2, problems_per_batch=20, budgets=(1, 2, 4), difficulty_samples=4,
+             cv_repeats=10)
+
+
+def get_config(variant=None):
   c = ml_collections.ConfigDict()
-  c.quick = False
+  c.task = "arith"
   c.policy_dir = "checkpoints/arith/policy_small"
   c.large_policy_dir = "checkpoints/arith/policy_large"
   c.prm_dir = "checkpoints/arith/prm"
@@ -45,7 +49,5 @@ def get_config():
       dict(name="lookahead", beam_width="sqrt", lookahead_steps=1, label="lookahead_msqrt_k1"),
   ]
   study_analysis.set_analysis_fields(c)
-  # Applied by the launcher when quick is set.
-  c.quick_overrides = dict(problems_per_level=2, problems_per_batch=20, budgets=(1, 2, 4),
-                           difficulty_samples=4, cv_repeats=10)
+  study_analysis.set_variant(c, variant, QUICK)
   return c

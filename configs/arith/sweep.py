@@ -15,6 +15,7 @@ BUDGETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 def get_config():
   c = ml_collections.ConfigDict()
+  c.task = "arith"
   c.policy_dir = "checkpoints/arith/policy_small"
   c.prm_dir = "checkpoints/arith/prm"
   c.problems_per_level = 50

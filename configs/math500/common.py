@@ -16,7 +16,8 @@ DATA_PATH = "../shared/data/math500_test.jsonl"
 
 def search_config(*, policy_dir: str, policy_preset: str, prm_dir: str, prm_family: str,
                   system_prompt: str, problems_per_batch: int,
-                  mesh: tuple[int, int] = (1, 1)) -> ml_collections.ConfigDict:
+                  mesh: tuple[int, int] = (1, 1),
+                  variant: str | None = None) -> ml_collections.ConfigDict:
   """A MATH-500 study: sampling as Snell et al. / search-and-learn, caps, mesh.
 
   Args:
@@ -24,10 +25,11 @@ def search_config(*, policy_dir: str, policy_preset: str, prm_dir: str, prm_fami
     policy_preset: the policy's shape in `ttcjax.models.config.PRESETS` (for planning
       memory without the checkpoint).
     prm_family: a `ttcjax.models.prm_adapters.ADAPTERS` family (its published shape in
-      `ttcjax.memory_plan.PUBLISHED_PRMS`).
+      `ttcjax.sweep.memory_plan.PUBLISHED_PRMS`).
     system_prompt: the policy's system turn (None: ttcjax's default instruction).
     problems_per_batch: problems per search call (a multiple of the data shards).
     mesh: (data, model) shards.
+    variant: None (the full size) or "quick" (20 problems, budgets 4 and 16).
   """
   c = ml_collections.ConfigDict()
   c.task = "math500"
@@ -74,7 +76,6 @@ def search_config(*, policy_dir: str, policy_preset: str, prm_dir: str, prm_fami
   study_analysis.set_analysis_fields(c)
   c.large_policy_dir = ""
   c.pretraining_tokens = 0.0
-  c.quick = False
-  c.quick_overrides = dict(num_problems=20, budgets=(4, 16), difficulty_samples=4,
-                           cv_repeats=10)
+  study_analysis.set_variant(c, variant, dict(num_problems=20, budgets=(4, 16),
+                                               difficulty_samples=4, cv_repeats=10))
   return c

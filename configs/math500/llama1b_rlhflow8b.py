@@ -36,8 +36,8 @@ SYSTEM_PROMPT = (
     "Where [answer] is just the final number or expression that solves the problem.")
 
 
-def get_config():
+def get_config(variant=None):
   return common.search_config(
       policy_dir="/ckpt/Llama-3.2-1B-Instruct", policy_preset="llama-3.2-1b",
       prm_dir="/ckpt/Llama3.1-8B-PRM-Deepseek-Data", prm_family="rlhflow",
-      system_prompt=SYSTEM_PROMPT, problems_per_batch=1)
+      system_prompt=SYSTEM_PROMPT, problems_per_batch=1, variant=variant)

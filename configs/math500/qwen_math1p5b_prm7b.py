@@ -22,8 +22,8 @@ from configs.math500 import common
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def get_config():
+def get_config(variant=None):
   return common.search_config(
       policy_dir="/ckpt/Qwen2.5-Math-1.5B-Instruct", policy_preset="qwen2.5-math-1.5b",
       prm_dir="/ckpt/Qwen2.5-Math-PRM-7B", prm_family="qwen_math_prm",
-      system_prompt=SYSTEM_PROMPT, problems_per_batch=1)
+      system_prompt=SYSTEM_PROMPT, problems_per_batch=1, variant=variant)

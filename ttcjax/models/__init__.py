@@ -1,4 +1,5 @@
-"""Models: the Llama-family transformer, its KV cache, PRM heads, tokenizers, HF import."""
+"""Models: the Llama-family transformer, its KV cache, PRM heads, tokenizers, HF import,
+and exported checkpoints (`export`)."""
 
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import PRESETS, RopeScaling, TransformerConfig, get_config

@@ -6,7 +6,7 @@ that wrote steps of different lengths), and `lengths[b]` is both the number of v
 slots and the position of the next token. Slots at or beyond `lengths[b]` are never
 attended to, so nothing needs clearing when a row is forked or rewound.
 
-B denotes the batch (row) dimension, C the capacity, L the number of layers.
+B denotes the batch (row) dimension, C the capacity (the glossary of `ttcjax.search.base`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ class KVCache:
   """Per-layer keys and values plus per-row lengths.
 
   Attributes:
-    keys: L arrays of shape [B, num_kv_heads, C, head_dim].
-    values: L arrays of shape [B, num_kv_heads, C, head_dim].
+    keys: num_layers arrays of shape [B, num_kv_heads, C, head_dim].
+    values: num_layers arrays of shape [B, num_kv_heads, C, head_dim].
 
   Heads come before slots so that attention is a plain batched matrix multiply
   over (row, head) without transposing the cache every step.

@@ -13,16 +13,17 @@ Two head kinds cover the published PRMs:
 Every position gets a score in one forward pass (`token_scores`); the scores of
 steps are read at the positions that end steps (`gather_step_scores`). With a cache
 the PRM scores only the new tokens of a row, so a beam-search round costs only the
-tokens it added.
+tokens it added. A search reads any PRM through the `PrmFn` protocol; `transformer_prm_fn`
+is this module's.
 
-B denotes the batch dimension, K the chunk length, T the sequence length and S the
-maximum number of steps.
+B denotes the batch dimension, K the chunk length, L the sequence length and S the
+maximum number of steps (the glossary of `ttcjax.search.base`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import flax.linen as nn
 import jax
@@ -121,6 +122,12 @@ class ProcessRewardModel(nn.Module):
     logits = jnp.einsum("bkh,hc->bkc", out.hidden.astype(jnp.float32), rows.astype(jnp.float32))
     return jax.nn.sigmoid(logits[..., 0] - logits[..., 1]), out.cache
 
+  def scores_and_logits(self, tokens, num_new=None):
+    """(scores [B, L], next-token logits [B, L, V]) in one pass, for training a value
+    head beside the backbone's language-model head (which the params must then hold)."""
+    out = self.backbone(tokens, None, num_new, logits="all")
+    return self.head(out.hidden), out.logits
+
   def init_all(self, tokens):
     """Creates every parameter the PRM reads (the LM head only for token-logit heads)."""
     if self.config.kind == "token_logit":
@@ -208,10 +215,10 @@ def score_steps(params, config: PrmConfig, tokens: jax.Array, step_end: jax.Arra
   Args:
     params: PRM parameters.
     config: the PRM config.
-    tokens: [B, T] right-padded token ids.
-    step_end: [B, T] bool, True at the positions whose score rates a step.
+    tokens: [B, L] right-padded token ids.
+    step_end: [B, L] bool, True at the positions whose score rates a step.
     max_steps: S.
-    lengths: [B] valid tokens per row (default T); step ends past it are ignored.
+    lengths: [B] valid tokens per row (default L); step ends past it are ignored.
     keep_last: see `gather_step_scores`.
 
   Returns:
@@ -221,3 +228,39 @@ def score_steps(params, config: PrmConfig, tokens: jax.Array, step_end: jax.Arra
   if lengths is not None:
     step_end = step_end & (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None])
   return gather_step_scores(scores, step_end, max_steps, keep_last=keep_last)
+
+
+# ------------------------------------------------------------- the search's view
+
+
+class PrmFn(Protocol):
+  """A process reward model as a pure function.
+
+  Args:
+    params: the PRM's parameters.
+    tokens: [R, K] int32 tokens to append to each row.
+    cache: the rows' PRM cache; it exposes `lengths` ([R] int32, the tokens it holds),
+      as an attribute (`KVCache`) or a key (a dict), so that a search can count what
+      the PRM ran.
+    num_new: [R] int32, how many of each row's K tokens are valid.
+    step_end: optional [R, K] bool, the tokens that end a step (all False for a
+      prompt). A PRM that reads scores at every token ignores it; one that lays steps
+      out itself (`PrmAdapter.wrap_prm_fn`) puts its step suffixes there.
+
+  Returns:
+    (scores [R, K] float32 in [0, 1], the PRM's score after each token, or at least at
+    each step end; updated cache).
+  """
+
+  def __call__(self, params, tokens: jax.Array, cache: Any, num_new: jax.Array,
+               step_end: jax.Array | None = None) -> tuple[jax.Array, Any]: ...
+
+
+def transformer_prm_fn(config: PrmConfig) -> PrmFn:
+  """The `PrmFn` of a ttcjax PRM (value or token-logit head) with a `KVCache`."""
+
+  def score(params, tokens, cache, num_new, step_end=None):
+    del step_end  # every position is scored
+    return token_scores(params, config, tokens, cache, num_new)
+
+  return score

@@ -24,8 +24,9 @@ Layouts are assembled from token pieces (in a search the PRM reads the policy's 
 tokens), so they equal whole-text tokenization except where a piece boundary falls
 inside a pre-token (the space between problem and first step of Shepherd / RLHFlow).
 
-R denotes the rows of a batch, K the chunk length, L the suffix length, M the most
-steps one chunk may end, V the tokenizer's vocabulary.
+R denotes the rows of a batch, K the chunk length, E the suffix length, J the most
+steps one chunk may end, V the tokenizer's vocabulary (the glossary of
+`ttcjax.search.base`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,11 +44,9 @@ import numpy as np
 
 from ttcjax.models import chat_template
 from ttcjax.models.hf_import import load_hf_prm, load_hf_tokenizer
-from ttcjax.models.prm import PrmConfig, token_scores
+from ttcjax.models.prm import PrmConfig, PrmFn, token_scores
 from ttcjax.models.tokenizer import HFTokenizer, Tokenizer
 
-if TYPE_CHECKING:  # search imports models; a runtime import would invert the layering.
-  from ttcjax.search.base import PrmFn
 
 QWEN_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 # Stand-ins rendered through a chat template and split on afterwards.
@@ -151,7 +150,7 @@ class PrmAdapter(abc.ABC):
   Attributes:
     path: the checkpoint directory the tokenizer came from.
     tokenizer: the PRM's tokenizer.
-    suffix_ids: the L tokens after every step.
+    suffix_ids: the E tokens after every step.
     read_offset: index into `suffix_ids` of the position whose score rates the step.
     head: the `PrmConfig.kind` the family's scores come from.
     positive_token_id, negative_token_id: "+" / "-" of token-logit families.
@@ -291,21 +290,21 @@ class PrmAdapter(abc.ABC):
       out += [[float(scores[row, r]) for r in reads] for row, (_, reads) in enumerate(chunk)]
     return out
 
-  def wrap_prm_fn(self, inner: "PrmFn", max_steps_per_chunk: int = 1) -> "PrmFn":
+  def wrap_prm_fn(self, inner: PrmFn, max_steps_per_chunk: int = 1) -> PrmFn:
     """A `PrmFn` that feeds `inner` this family's layout, one chunk at a time.
 
     It takes (params, tokens [R, K], cache, num_new [R], step_end=None). Each step
     ending in the chunk loses its trailing delimiter/EOS tokens and gets `suffix_ids`
-    after it; `inner` runs on the [R, K + M * L] result and its cache keeps the
-    suffixes (allow L extra slots per step). Without `step_end` a row's chunk is one
+    after it; `inner` runs on the [R, K + J * E] result and its cache keeps the
+    suffixes (allow E extra slots per step). Without `step_end` a row's chunk is one
     step ending at num_new - 1 (a beam round); with it ([R, K] bool, as `sample_steps`
-    marks step ends) a chunk holds up to M steps (best-of-N). Tokens after a chunk's
+    marks step ends) a chunk holds up to J steps (best-of-N). Tokens after a chunk's
     last step end (an unfinished step) get no suffix.
 
     Args:
       inner: the PRM's own `PrmFn` (e.g. `transformer_prm_fn(prm_config)`).
-      max_steps_per_chunk: M, static; a row's step ends beyond the M-th get no suffix
-        and score NaN, so that an undersized M cannot go unnoticed.
+      max_steps_per_chunk: J, static; a row's step ends beyond the J-th get no suffix
+        and score NaN, so that an undersized J cannot go unnoticed.
 
     Returns:
       A `PrmFn` whose scores [R, K] hold at each step's last token the score read at
@@ -341,7 +340,7 @@ class PrmAdapter(abc.ABC):
       last_kept = kept & closed & (step_end | ~next_kept)
       tokens = jnp.where(last_kept & known, rstrip_table[safe], tokens)
 
-      # Kept tokens move right by L per suffix before them; step j's suffix follows
+      # Kept tokens move right by E per suffix before them; step j's suffix follows
       # the kept tokens of steps 0..j.
       kept_before = jnp.cumsum(kept, axis=1, dtype=jnp.int32) - kept
       new_position = kept_before + length * jnp.minimum(step_index, most)
@@ -358,7 +357,7 @@ class PrmAdapter(abc.ABC):
       scores, cache = inner(params, chunk, cache, inner_new)
       read = jnp.clip(suffix_start + self.read_offset, 0, out_width - 1)
       picked = jnp.take_along_axis(scores.astype(jnp.float32), read, axis=1)
-      # Step ends past the M-th got no suffix: NaN.
+      # Step ends past the J-th got no suffix: NaN.
       return jnp.where(ends, picked, jnp.where(step_end, jnp.nan, 0.0)), cache
 
     return score

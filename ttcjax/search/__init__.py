@@ -1,38 +1,38 @@
-"""Test-time search strategies over batches of problems; see `frontier` for the engine.
+"""Test-time search strategies over batches of problems, inside jit.
 
-Every strategy has the signature
+`frontier` is the engine (grow a frontier one step, score it, value it, fork it),
+`counts` the child-count rules, `strategy` the `Strategy` record; each strategy is a
+module of its own. Every strategy has the signature
 
-    strategy(policy_fn, policy_params, prm_fn, prm_params, batch, rng, sampler, settings,
-             *, budget, **hyperparameters) -> SearchOutput
+    fn(models, batch, rng, sampler, settings, *, budget, **hyperparameters) -> SearchOutput
 
-and none calls `jax.jit` itself: callers jit (with the hyperparameters static).
+and none calls `jax.jit` itself: callers jit (with the budget and hyperparameters
+static). Shape letters: `ttcjax.search.base`.
 """
 
-from ttcjax.search.base import (ComputeRecord, PrmFn, SearchBatch, SearchOutput, SearchSettings,
-                                cache_capacity, transformer_prm_fn)
+from ttcjax.models.prm import PrmFn, transformer_prm_fn
+from ttcjax.search import beam, best_of_n as _best_of_n, dvts as _dvts, rebase as _rebase
+from ttcjax.search.base import (ComputeRecord, SearchBatch, SearchModels, SearchOutput,
+                                SearchSettings, cache_capacity)
 from ttcjax.search.beam import beam_search, lookahead_search
 from ttcjax.search.best_of_n import best_of_n
 from ttcjax.search.dvts import dvts
 from ttcjax.search.rebase import rebase
+from ttcjax.search.strategy import Strategy
 
-STRATEGIES = {
-    "best_of_n": best_of_n,
-    "beam": beam_search,
-    "lookahead": lookahead_search,
-    "dvts": dvts,
-    "rebase": rebase,
-}
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    _best_of_n.STRATEGY, beam.BEAM, beam.LOOKAHEAD, _dvts.STRATEGY, _rebase.STRATEGY)}
 
 
-def get_strategy(name: str):
-  """The strategy function registered as `name`."""
+def get_strategy(name: str) -> Strategy:
+  """The strategy registered as `name`."""
   if name not in STRATEGIES:
     raise ValueError(f"Unknown search strategy {name!r}; choose one of {sorted(STRATEGIES)}.")
   return STRATEGIES[name]
 
 
 __all__ = [
-    "ComputeRecord", "PrmFn", "STRATEGIES", "SearchBatch", "SearchOutput", "SearchSettings",
-    "beam_search", "best_of_n", "cache_capacity", "dvts", "get_strategy", "lookahead_search",
-    "rebase", "transformer_prm_fn",
+    "ComputeRecord", "PrmFn", "STRATEGIES", "SearchBatch", "SearchModels", "SearchOutput",
+    "SearchSettings", "Strategy", "beam_search", "best_of_n", "cache_capacity", "dvts",
+    "get_strategy", "lookahead_search", "rebase", "transformer_prm_fn",
 ]

@@ -14,33 +14,24 @@ greedy k-step rollout from it (the rollout is discarded); k = 0 is beam search.
 from __future__ import annotations
 
 import functools
+from typing import Any, Mapping
 
 import jax
 
-from ttcjax.sampling import DecodeFn, Sampler
+from ttcjax.sampling import Sampler
+from ttcjax.search import counts
 from ttcjax.search import frontier as fr
-from ttcjax.search.base import PrmFn, SearchBatch, SearchOutput, SearchSettings
+from ttcjax.search.base import SearchBatch, SearchModels, SearchOutput, SearchSettings
+from ttcjax.search.strategy import REQUIRED, Strategy, check_beam_width
 
 
-def check_beam(budget: int, beam_width: int) -> None:
-  """ValueError unless 1 <= beam_width <= budget and beam_width divides budget."""
-  if budget < 1:
-    raise ValueError(f"budget must be a positive number of samples, got {budget}.")
-  if not 1 <= beam_width <= budget:
-    raise ValueError(f"beam_width must lie in [1, budget={budget}], got {beam_width}.")
-  if budget % beam_width:
-    raise ValueError(f"beam_width {beam_width} must divide the budget {budget} "
-                     "(N / M beams of M children each).")
-
-
-def beam_search(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
-                batch: SearchBatch, rng: jax.Array, sampler: Sampler, settings: SearchSettings,
-                *, budget: int, beam_width: int, lookahead_steps: int = 0) -> SearchOutput:
+def beam_search(models: SearchModels, batch: SearchBatch, rng: jax.Array, sampler: Sampler,
+                settings: SearchSettings, *, budget: int, beam_width: int,
+                lookahead_steps: int = 0) -> SearchOutput:
   """Beam search (or lookahead search when lookahead_steps > 0).
 
   Args:
-    policy_fn, policy_params: the policy.
-    prm_fn, prm_params: the PRM.
+    models: the policy and the PRM.
     batch: B problems with empty caches.
     rng: key (not consumed).
     sampler: how steps are sampled (lookahead rollouts are always greedy).
@@ -52,24 +43,34 @@ def beam_search(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
   Returns:
     `SearchOutput` with the N final rows per problem.
   """
-  check_beam(budget, beam_width)
-  if lookahead_steps < 0:
-    raise ValueError(f"lookahead_steps must be >= 0, got {lookahead_steps}.")
-  frontier = fr.init_frontier(policy_fn, policy_params, prm_fn, prm_params, batch, budget, rng,
-                              settings)
-  rule = functools.partial(fr.top_counts, children_per_parent=beam_width)
-  frontier = fr.run_rounds(frontier, rule, budget, policy_fn, policy_params, prm_fn, prm_params,
-                           sampler, settings, lookahead_steps=lookahead_steps)
-  return fr.finish(frontier, batch.num_problems, settings)
+  _check(budget, dict(beam_width=beam_width, lookahead_steps=lookahead_steps))
+  child_counts = functools.partial(counts.top_counts, children_per_parent=beam_width)
+  return fr.step_search(models, batch, rng, sampler, settings, budget=budget,
+                        child_counts=child_counts, group_size=budget,
+                        lookahead_steps=lookahead_steps)
 
 
-def lookahead_search(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
-                     batch: SearchBatch, rng: jax.Array, sampler: Sampler,
+def lookahead_search(models: SearchModels, batch: SearchBatch, rng: jax.Array, sampler: Sampler,
                      settings: SearchSettings, *, budget: int, beam_width: int,
                      lookahead_steps: int) -> SearchOutput:
   """Beam search whose steps are valued after a greedy `lookahead_steps` rollout.
 
   Its generation budget in the paper's unit is N x (k + 1).
   """
-  return beam_search(policy_fn, policy_params, prm_fn, prm_params, batch, rng, sampler, settings,
-                     budget=budget, beam_width=beam_width, lookahead_steps=lookahead_steps)
+  return beam_search(models, batch, rng, sampler, settings, budget=budget,
+                     beam_width=beam_width, lookahead_steps=lookahead_steps)
+
+
+def _check(budget: int, hyper: Mapping[str, Any]) -> None:
+  if budget < 1:
+    raise ValueError(f"budget must be a positive number of samples, got {budget}.")
+  check_beam_width(budget, hyper)
+  if hyper["lookahead_steps"] < 0:
+    raise ValueError(f"lookahead_steps must be >= 0, got {hyper['lookahead_steps']}.")
+
+
+BEAM = Strategy(name="beam", fn=beam_search,
+                hyperparameters={"beam_width": REQUIRED, "lookahead_steps": 0}, check=_check)
+LOOKAHEAD = Strategy(name="lookahead", fn=lookahead_search,
+                     hyperparameters={"beam_width": REQUIRED, "lookahead_steps": REQUIRED},
+                     check=_check)

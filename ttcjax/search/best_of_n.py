@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import jax
 
-from ttcjax.sampling import DecodeFn, Sampler
+from ttcjax.sampling import Sampler
 from ttcjax.search import frontier as fr
-from ttcjax.search.base import PrmFn, SearchBatch, SearchOutput, SearchSettings
+from ttcjax.search.base import SearchBatch, SearchModels, SearchOutput, SearchSettings
+from ttcjax.search.strategy import Strategy
 
 
-def best_of_n(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params, batch: SearchBatch,
-              rng: jax.Array, sampler: Sampler, settings: SearchSettings, *,
-              budget: int) -> SearchOutput:
+def best_of_n(models: SearchModels, batch: SearchBatch, rng: jax.Array, sampler: Sampler,
+              settings: SearchSettings, *, budget: int) -> SearchOutput:
   """Samples `budget` whole solutions per problem and scores their steps.
 
   Args:
-    policy_fn, policy_params: the policy.
-    prm_fn, prm_params: the PRM.
+    models: the policy and the PRM.
     batch: B problems with empty caches.
-    rng: key (not consumed): solution n of problem p depends only on (rng, p's id, n).
+    rng: key (not consumed): solution n of problem b depends only on (rng, b's id, n).
     sampler: temperature / top-p / top-k.
     settings: caps (static).
     budget: N, static.
@@ -31,10 +30,10 @@ def best_of_n(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params, bat
   Returns:
     `SearchOutput` with N candidates per problem.
   """
-  if budget < 1:
-    raise ValueError(f"budget must be a positive number of samples, got {budget}.")
-  frontier = fr.init_frontier(policy_fn, policy_params, prm_fn, prm_params, batch, budget, rng,
-                              settings)
-  frontier, _ = fr.expand(frontier, policy_fn, policy_params, prm_fn, prm_params, sampler,
-                          settings, round_index=0, max_steps=None)
+  frontier = fr.init_frontier(models, batch, budget, rng, settings)
+  frontier, _ = fr.expand(frontier, models, sampler, settings, round_index=0, max_steps=None)
   return fr.finish(frontier, batch.num_problems, settings)
+
+
+STRATEGY = Strategy(name="best_of_n", fn=best_of_n, forks=False, whole_solutions=True,
+                    independent_samples=True)

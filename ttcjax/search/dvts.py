@@ -12,21 +12,23 @@ import functools
 
 import jax
 
-from ttcjax.sampling import DecodeFn, Sampler
+from ttcjax.sampling import Sampler
+from ttcjax.search import counts
 from ttcjax.search import frontier as fr
-from ttcjax.search.base import PrmFn, SearchBatch, SearchOutput, SearchSettings
-from ttcjax.search.beam import check_beam
+from ttcjax.search.base import SearchBatch, SearchModels, SearchOutput, SearchSettings
+from ttcjax.search.strategy import REQUIRED, Strategy, check_beam_width
 
 
-def dvts(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params, batch: SearchBatch,
-         rng: jax.Array, sampler: Sampler, settings: SearchSettings, *, budget: int,
-         beam_width: int) -> SearchOutput:
+def dvts(models: SearchModels, batch: SearchBatch, rng: jax.Array, sampler: Sampler,
+         settings: SearchSettings, *, budget: int, beam_width: int) -> SearchOutput:
   """DVTS with N = budget rows per problem in N / M subtrees of M (= beam_width) rows."""
-  check_beam(budget, beam_width)
-  frontier = fr.init_frontier(policy_fn, policy_params, prm_fn, prm_params, batch, budget, rng,
-                              settings)
+  if budget >= 1:  # init_frontier refuses budget < 1 with its own message
+    check_beam_width(budget, {"beam_width": beam_width})
   # Within a subtree the best open row takes every open slot.
-  rule = functools.partial(fr.top_counts, children_per_parent=beam_width)
-  frontier = fr.run_rounds(frontier, rule, beam_width, policy_fn, policy_params, prm_fn,
-                           prm_params, sampler, settings)
-  return fr.finish(frontier, batch.num_problems, settings)
+  child_counts = functools.partial(counts.top_counts, children_per_parent=beam_width)
+  return fr.step_search(models, batch, rng, sampler, settings, budget=budget,
+                        child_counts=child_counts, group_size=beam_width)
+
+
+STRATEGY = Strategy(name="dvts", fn=dvts, hyperparameters={"beam_width": REQUIRED},
+                    check=check_beam_width)

@@ -9,26 +9,21 @@ A step-level search is a loop of rounds inside `lax.while_loop`:
     -> fork (each open slot continues a parent's caches; finished rows stay put)
 
 Finished rows keep their slot, so the open budget of a problem shrinks as its
-solutions end. Shapes: B problems, N rows each, R = B * N, W the step cap, T the
-solution cap, S score columns; G groups of width K (a strategy's selection unit:
-all N rows of a problem for beam search, each subtree of M rows for DVTS).
+solutions end. `step_search` is that loop from prompts to `SearchOutput`; a step-level
+strategy is its child-count rule (`ttcjax.search.counts`) and group width. Shapes
+follow the glossary of `ttcjax.search.base`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
-from ttcjax.models.prm import gather_step_scores
-from ttcjax.sampling import DecodeFn, Sampler, prefill, row_keys, sample_steps
-from ttcjax.search.base import (ComputeRecord, Frontier, PrmFn, SearchBatch, SearchOutput,
+from ttcjax.models.prm import PrmFn, gather_step_scores
+from ttcjax.sampling import Sampler, prefill, row_keys, sample_steps
+from ttcjax.search.base import (ComputeRecord, Frontier, SearchBatch, SearchModels, SearchOutput,
                                 SearchSettings, cache_capacity, prm_cache_lengths)
-
-# (values [G, K], open [G, K]) -> children per row [G, K] (0 for rows not open), whose
-# sum over each group equals its number of open rows.
-ChildCountFn = Callable[[jax.Array, jax.Array], jax.Array]
+from ttcjax.search.counts import ChildCountFn, assign_parents
 
 
 def _context_sum(start: jax.Array, count: jax.Array) -> jax.Array:
@@ -149,29 +144,29 @@ def score_new_tokens(prm_fn: PrmFn, prm_params, tokens: jax.Array, cache, num_ne
   return jax.lax.switch(jnp.minimum(narrowest, len(widths) - 1), [run(w) for w in widths], None)
 
 
-def init_frontier(policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
-                  batch: SearchBatch, num_rows: int, rng: jax.Array,
+def init_frontier(models: SearchModels, batch: SearchBatch, num_rows: int, rng: jax.Array,
                   settings: SearchSettings) -> Frontier:
   """Runs each prompt once through the policy and the PRM and shares it with N rows.
 
   Args:
-    policy_fn, policy_params: the policy.
-    prm_fn, prm_params: the PRM (prefilled with `batch.prm_prompts` when given).
+    models: the policy and the PRM (prefilled with `batch.prm_prompts` when given).
     batch: the B problems and their empty caches.
-    num_rows: N, static.
+    num_rows: N, static; the strategy's budget (a positive number of rows).
     rng: key for the rows' slot keys (not consumed).
     settings: the search's caps.
   """
+  if num_rows < 1:
+    raise ValueError(f"budget must be a positive number of samples, got {num_rows}.")
   prompts, prompt_lengths = batch.prompts, batch.prompt_lengths
   num_problems, width = prompts.shape
-  state, _ = prefill(policy_fn, policy_params, batch.policy_cache, prompts, prompt_lengths,
-                     cache_capacity(width, settings))
+  state, _ = prefill(models.policy_fn, models.policy_params, batch.policy_cache, prompts,
+                     prompt_lengths, cache_capacity(width, settings))
   prm_prompts, prm_lengths = prompts, prompt_lengths
   if batch.prm_prompts is not None:
     prm_prompts, prm_lengths = batch.prm_prompts, batch.prm_prompt_lengths
   # A prompt ends no step: an adapter's PrmFn then adds no suffix to it.
-  _, prm_cache = prm_fn(prm_params, prm_prompts, batch.prm_cache, prm_lengths,
-                        step_end=jnp.zeros(prm_prompts.shape, bool))
+  _, prm_cache = models.prm_fn(models.prm_params, prm_prompts, batch.prm_cache, prm_lengths,
+                               step_end=jnp.zeros(prm_prompts.shape, bool))
   prm_scored, prm_context = _prm_spent(batch.prm_cache, prm_cache, num_problems)
   lengths = prompt_lengths.astype(jnp.float32)
   compute = ComputeRecord(
@@ -204,9 +199,8 @@ def _round_keys(frontier: Frontier, round_index) -> jax.Array:
   return jax.vmap(lambda k: jax.random.fold_in(k, round_index))(frontier.slot_keys)
 
 
-def expand(frontier: Frontier, policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params,
-           sampler: Sampler, settings: SearchSettings, round_index: jax.Array,
-           max_steps: int | None = 1) -> tuple[Frontier, jax.Array]:
+def expand(frontier: Frontier, models: SearchModels, sampler: Sampler, settings: SearchSettings,
+           round_index: jax.Array, max_steps: int | None = 1) -> tuple[Frontier, jax.Array]:
   """Samples `max_steps` more steps (None: to the end) on every open row and scores
   each new step with the PRM, which reads only the new tokens through its cache.
 
@@ -216,13 +210,13 @@ def expand(frontier: Frontier, policy_fn: DecodeFn, policy_params, prm_fn: PrmFn
   """
   state = frontier.policy.with_keys(_round_keys(frontier, round_index))
   budget = settings.max_step_tokens if max_steps == 1 else settings.max_solution_tokens
-  out = sample_steps(policy_fn, policy_params, state, sampler, max_new_tokens=budget,
+  out = sample_steps(models.policy_fn, models.policy_params, state, sampler, max_new_tokens=budget,
                      eos_id=settings.eos_id, delimiter=settings.delimiter, max_steps=max_steps,
                      max_step_tokens=settings.max_step_tokens,
                      max_solution_tokens=settings.max_solution_tokens, pad_id=settings.pad_id)
   new = out.lengths
   scores, prm_cache = score_new_tokens(
-      prm_fn, prm_params, out.tokens, frontier.prm_cache, new,
+      models.prm_fn, models.prm_params, out.tokens, frontier.prm_cache, new,
       _scored_step_ends(out.step_end, frontier.num_steps, settings.max_steps),
       settings.prm_rows_per_pass)
   table = gather_step_scores(scores, out.step_end, settings.max_steps, first_step=frontier.num_steps,
@@ -251,9 +245,8 @@ def last_step_score(frontier: Frontier) -> jax.Array:
   return jnp.where(frontier.num_steps > 0, last, 0.0)
 
 
-def lookahead_values(frontier: Frontier, step_scores: jax.Array, policy_fn: DecodeFn,
-                     policy_params, prm_fn: PrmFn, prm_params, settings: SearchSettings,
-                     num_steps: int) -> tuple[jax.Array, ComputeRecord]:
+def lookahead_values(frontier: Frontier, step_scores: jax.Array, models: SearchModels,
+                     settings: SearchSettings, num_steps: int) -> tuple[jax.Array, ComputeRecord]:
   """The PRM's value after rolling each open row out `num_steps` more steps greedily.
 
   The rollout runs on copies of the caches and is thrown away; only its value and
@@ -262,14 +255,15 @@ def lookahead_values(frontier: Frontier, step_scores: jax.Array, policy_fn: Deco
   Returns:
     (values [R], the rollout's per-problem `ComputeRecord`).
   """
-  out = sample_steps(policy_fn, policy_params, frontier.policy, Sampler.greedy(),
+  out = sample_steps(models.policy_fn, models.policy_params, frontier.policy, Sampler.greedy(),
                      max_new_tokens=num_steps * settings.max_step_tokens, eos_id=settings.eos_id,
                      delimiter=settings.delimiter, max_steps=num_steps,
                      max_step_tokens=settings.max_step_tokens,
                      max_solution_tokens=settings.max_solution_tokens, pad_id=settings.pad_id)
   # At most k steps: an adapter wrapped for k steps per chunk gives each its suffix.
-  scores, rollout_cache = score_new_tokens(prm_fn, prm_params, out.tokens, frontier.prm_cache,
-                                           out.lengths, out.step_end, settings.prm_rows_per_pass)
+  scores, rollout_cache = score_new_tokens(models.prm_fn, models.prm_params, out.tokens,
+                                           frontier.prm_cache, out.lengths, out.step_end,
+                                           settings.prm_rows_per_pass)
   value = jnp.take_along_axis(scores, jnp.maximum(out.lengths - 1, 0)[:, None], axis=1)[:, 0]
   b = frontier.compute.policy_generated.shape[0]
   prm_scored, prm_context = _prm_spent(frontier.prm_cache, rollout_cache, b)
@@ -278,54 +272,6 @@ def lookahead_values(frontier: Frontier, step_scores: jax.Array, policy_fn: Deco
       policy_context=_per_problem(_context_sum(frontier.policy.lengths, out.lengths), b),
       prm_scored=prm_scored, prm_context=prm_context)
   return jnp.where(out.lengths > 0, value, step_scores), spent
-
-
-def top_counts(values: jax.Array, open_rows: jax.Array, children_per_parent: int) -> jax.Array:
-  """Beam-style child counts: the best open rows get `children_per_parent` children
-  each, best first, until every open slot of the group is assigned.
-
-  With a open rows and M children per parent, ceil(a / M) parents survive; the last
-  one gets a - M * floor(a / M) children when M does not divide a. Ties go to the
-  lower row index.
-
-  Args:
-    values: [G, K] scores.
-    open_rows: [G, K] bool.
-    children_per_parent: M.
-
-  Returns:
-    [G, K] int32 children per row.
-  """
-  num_open = open_rows.sum(axis=1, keepdims=True)
-  values = jnp.nan_to_num(values, nan=-1e30, posinf=1e30, neginf=-1e30)  # open rows rank first
-  order = jnp.argsort(jnp.where(open_rows, -values, jnp.inf), axis=1, stable=True)
-  ranks = jnp.argsort(order, axis=1, stable=True)
-  counts = jnp.clip(num_open - ranks * children_per_parent, 0, children_per_parent)
-  return jnp.where(open_rows, counts, 0).astype(jnp.int32)
-
-
-def assign_parents(counts: jax.Array, open_rows: jax.Array) -> jax.Array:
-  """Which row each slot continues, given child counts.
-
-  Open slots are filled in order by the children of the rows with counts, in row
-  order; closed slots keep their own row.
-
-  Args:
-    counts: [G, K] children per row, summing over each group to its open rows.
-    open_rows: [G, K] bool.
-
-  Returns:
-    [G, K] int32 parent index within the group.
-  """
-  ends = jnp.cumsum(counts, axis=1)
-  slot_rank = jnp.cumsum(open_rows, axis=1) - 1
-
-  def per_group(group_ends, ranks):
-    return jnp.searchsorted(group_ends, ranks, side="right")
-
-  parents = jax.vmap(per_group)(ends, slot_rank).astype(jnp.int32)
-  own = jnp.broadcast_to(jnp.arange(counts.shape[1], dtype=jnp.int32), counts.shape)
-  return jnp.where(open_rows, jnp.minimum(parents, counts.shape[1] - 1), own)
 
 
 def fork(frontier: Frontier, parents: jax.Array) -> Frontier:
@@ -348,14 +294,14 @@ def fork(frontier: Frontier, parents: jax.Array) -> Frontier:
 
 
 def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
-               policy_fn: DecodeFn, policy_params, prm_fn: PrmFn, prm_params, sampler: Sampler,
-               settings: SearchSettings, lookahead_steps: int = 0) -> Frontier:
+               models: SearchModels, sampler: Sampler, settings: SearchSettings,
+               lookahead_steps: int = 0) -> Frontier:
   """Grows the frontier round by round until every row is finished or the round cap.
 
   Args:
     frontier: from `init_frontier`, N rows per problem.
     child_counts: the strategy's rule, applied to groups of `group_size` rows.
-    group_size: K, dividing N.
+    group_size: U, dividing N.
     lookahead_steps: k > 0 values each new step by a greedy k-step rollout.
   """
   num_problems = frontier.compute.policy_generated.shape[0]
@@ -369,11 +315,9 @@ def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
 
   def body(carry):
     round_index, fr = carry
-    fr, values = expand(fr, policy_fn, policy_params, prm_fn, prm_params, sampler, settings,
-                        round_index)
+    fr, values = expand(fr, models, sampler, settings, round_index)
     if lookahead_steps > 0:
-      values, spent = lookahead_values(fr, values, policy_fn, policy_params, prm_fn, prm_params,
-                                       settings, lookahead_steps)
+      values, spent = lookahead_values(fr, values, models, settings, lookahead_steps)
       # The paper scores the step with the value at the end of its rollout.
       column = jnp.clip(fr.num_steps - 1, 0, settings.max_steps - 1)
       keep = fr.num_steps > 0
@@ -390,6 +334,23 @@ def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
 
   _, frontier = jax.lax.while_loop(cond, body, (jnp.int32(0), frontier))
   return frontier
+
+
+def step_search(models: SearchModels, batch: SearchBatch, rng: jax.Array, sampler: Sampler,
+                settings: SearchSettings, *, budget: int, child_counts: ChildCountFn,
+                group_size: int, lookahead_steps: int = 0) -> SearchOutput:
+  """A step-level search from prompts to candidates: `init_frontier`, `run_rounds`
+  with the strategy's rule over groups of `group_size` rows, and `finish`.
+
+  Args:
+    models, batch, rng, sampler, settings: as every strategy takes them.
+    budget: N rows per problem, static.
+    child_counts, group_size, lookahead_steps: see `run_rounds`.
+  """
+  frontier = init_frontier(models, batch, budget, rng, settings)
+  frontier = run_rounds(frontier, child_counts, group_size, models, sampler, settings,
+                        lookahead_steps=lookahead_steps)
+  return finish(frontier, batch.num_problems, settings)
 
 
 def finish(frontier: Frontier, num_problems: int, settings: SearchSettings) -> SearchOutput:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ttcjax import jsonlines
+from ttcjax import rundir
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.tokenizer import Tokenizer, pad_batch
@@ -215,7 +215,7 @@ def label_to_file(labeler: MonteCarloLabeler, problems: Sequence, prompts: Seque
   Returns:
     {"problems": labelled this call, "tokens_generated", "wall_s", "tokens_per_s"}.
   """
-  jsonlines.drop_partial_line(path)
+  rundir.drop_partial_line(path)
   done = _done_uids(path)
   todo = [i for i, p in enumerate(problems) if p.uid not in done]
   size = labeler.cfg.problems_per_batch

@@ -27,8 +27,10 @@ import numpy as np
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
-from ttcjax.tasks import arith, testbed
-from ttcjax.training import checkpoints, loop, mc_labels, reward_models, sft
+from ttcjax.tasks.arith import arithmetic, testbed
+from ttcjax import rundir
+from ttcjax.models.export import export_model
+from ttcjax.training import loop, mc_labels, reward_models, sft
 
 STAGES = ("sft", "mc_labels", "prm", "orm")
 
@@ -47,7 +49,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   stage = config.get("stage")
   if stage not in STAGES:
     raise ValueError(f"config.stage must be one of {STAGES}, got {stage!r}.")
-  checkpoints.check_run_config(workdir, config.to_dict(), ignore=("export_dir",))
+  rundir.check_run_config(workdir, config.to_dict(), ignore=("export_dir",))
   start = time.perf_counter()
   summary = {"sft": run_sft, "mc_labels": run_mc_labels, "prm": run_reward,
              "orm": run_reward}[stage](config, workdir)
@@ -86,7 +88,7 @@ def _sft_batch_fn(config, tokenizer):
   @functools.lru_cache(maxsize=2)
   def sorted_group(group: int):
     # Drawn once for the group's batches, not once per batch.
-    problems = arith.train_batch(group, d.batch_size * _LENGTH_GROUP, d.seed, tuple(d.levels))
+    problems = arithmetic.train_batch(group, d.batch_size * _LENGTH_GROUP, d.seed, tuple(d.levels))
     return sorted(problems, key=lambda p: len(p.prompt) + len(p.solution()))
 
   def batch_fn(step: int):
@@ -104,7 +106,7 @@ def run_sft(config, workdir: str) -> dict[str, Any]:
   params = init_params(model_config, jax.random.PRNGKey(config.seed))
   loss_fn = sft.sft_loss(model_config)
   batch_fn = _sft_batch_fn(config, tokenizer)
-  validation = arith.validation_problems(config.data.seed, config.data.eval_problems)
+  validation = arithmetic.validation_problems(config.data.seed, config.data.eval_problems)
   eval_batch = sft.encode_sft_batch(tokenizer, [p.prompt for p in validation],
                                     [p.solution() for p in validation], config.data.max_length)
   eval_loss = jax.jit(loss_fn)
@@ -124,10 +126,10 @@ def run_sft(config, workdir: str) -> dict[str, Any]:
   params = state.params
   if config.get("export_dtype", "float32") != "float32":
     params = jax.tree.map(lambda x: x.astype(config.export_dtype), params)
-  checkpoints.export_model(export, params, model_config.replace(
+  export_model(export, params, model_config.replace(
       param_dtype=config.get("export_dtype", "float32")), extra={
           "stage": "sft", "train_tokens": train_tokens, "train_steps": config.train.steps,
-          "tokenizer": tokenizer.to_dict(), "step_delimiter": arith.STEP_DELIMITER})
+          "tokenizer": tokenizer.to_dict(), "step_delimiter": arithmetic.STEP_DELIMITER})
   return {"stage": "sft", "num_params": model_config.num_params, "train_tokens": train_tokens,
           "final_eval": eval_fn(state.params), "export_dir": export}
 
@@ -138,12 +140,12 @@ def run_sft(config, workdir: str) -> dict[str, Any]:
 def run_mc_labels(config, workdir: str) -> dict[str, Any]:
   tokenizer = testbed.tokenizer()
   model_config, params, _ = testbed.load_policy(config.policy_dir)
-  problems = arith.make_split("train", config.num_problems, config.data_seed)
+  problems = arithmetic.make_split("train", config.num_problems, config.data_seed)
   label_config = mc_labels.LabelConfig(**config.labels.to_dict())
   labeler = mc_labels.MonteCarloLabeler(model_config, params, tokenizer, label_config,
-                                        grade=arith.is_correct,
-                                        step_delimiter=arith.STEP_DELIMITER,
-                                        has_answer=lambda t: arith.extract_answer(t) is not None)
+                                        grade=arithmetic.is_correct,
+                                        step_delimiter=arithmetic.STEP_DELIMITER,
+                                        has_answer=lambda t: arithmetic.extract_answer(t) is not None)
 
   def truth(problem):
     return {"level": problem.level}
@@ -177,7 +179,10 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
   prm_config = PrmConfig(policy_config, kind="value", num_labels=1,
                          head_hidden=config.model.head_hidden)
   params = init_prm_params(prm_config, jax.random.PRNGKey(config.seed))
-  params = reward_models.backbone_from_policy(policy_params, params)
+  # The multi-task objective keeps next-token prediction on the solutions beside the
+  # step loss, through the policy's own LM head (`reward_models`).
+  lm_weight = float(config.model.get("lm_weight", 0.0))
+  params = reward_models.backbone_from_policy(policy_params, params, keep_lm_head=lm_weight > 0)
   records = mc_labels.read_labels(config.labels_path)
   if not records:
     raise ValueError(f"{config.labels_path} holds no labelled problems.")
@@ -214,15 +219,20 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
     chosen = epoch_order(epoch)[index * d.batch_size:(index + 1) * d.batch_size]
     return encode([train_ex[i] for i in chosen])
 
-  loss_fn = reward_models.reward_loss(prm_config)
+  loss_fn = reward_models.reward_loss(prm_config, lm_weight)
   eval_loss = jax.jit(loss_fn)
   eval_ex.sort(key=lambda e: len(e[1]) + sum(len(step) for step in e[2]))
   eval_batches = [encode(eval_ex[i:i + d.batch_size]) for i in range(0, len(eval_ex), d.batch_size)]
 
   def eval_fn(params):
+    # Early stopping reads the verifier's own loss (held-out BCE), not the LM term.
     weights = [b["label_mask"].sum() for b in eval_batches]
-    losses = [float(eval_loss(params, b)[0]) for b in eval_batches]
-    return {"loss": float(np.average(losses, weights=weights))}
+    metrics = [eval_loss(params, b)[1] for b in eval_batches]
+    out = {"loss": float(np.average([float(m["bce"]) for m in metrics], weights=weights))}
+    if lm_weight:
+      out["lm_loss"] = float(np.average([float(m["lm_loss"]) for m in metrics],
+                                        weights=[b["lm_mask"].sum() for b in eval_batches]))
+    return out
 
   state = loop.train(
       workdir=workdir, params=params, loss_fn=loss_fn, batch_fn=batch_fn,
@@ -230,9 +240,9 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
       eval_fn=eval_fn, tokens_in_batch=lambda b: int(b["lengths"].sum()),
       description=config.stage)
   export = _export_dir(config, workdir)
-  checkpoints.export_model(export, state.best_params, prm_config, extra={
+  export_model(export, state.best_params, prm_config, extra={
       "stage": config.stage, "best_eval_loss": float(state.best_eval),
-      "tokenizer": tokenizer.to_dict(), "step_delimiter": arith.STEP_DELIMITER})
+      "tokenizer": tokenizer.to_dict(), "step_delimiter": arithmetic.STEP_DELIMITER})
   return {"stage": config.stage, "train_examples": len(train_ex), "held_out_examples": len(eval_ex),
           "best_eval_loss": float(state.best_eval), "steps_done": int(state.step),
           "export_dir": export}

@@ -9,6 +9,13 @@ exactly where the search reads it.
 * ORM: binary cross-entropy against the final answer's correctness, at the final
   step only.
 
+Either may keep the language-model objective beside it (`reward_loss(...,
+lm_weight > 0)`): next-token cross-entropy on the solution's tokens through the
+backbone's own LM head, so that fine-tuning the head's inputs does not wash out the
+arithmetic the backbone learnt as a policy (the value head reads what the backbone
+still computes). The LM head then stays in the parameters (`backbone_from_policy(...,
+keep_lm_head=True)`); scoring ignores it.
+
 B denotes the batch dimension and L the padded sequence length.
 """
 
@@ -20,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttcjax.models.prm import PrmConfig, token_scores
+from ttcjax.models.prm import PrmConfig, ProcessRewardModel, token_scores
 from ttcjax.models.tokenizer import Tokenizer
 
 _EPS = 1e-6
@@ -45,7 +52,8 @@ def encode_reward_batch(tokenizer: Tokenizer, prompts: Sequence[str],
 
   Returns:
     {"tokens": [B, L] int32, "lengths": [B] int32, "label_mask": [B, L] float32,
-     "labels": [B, L] float32}.
+     "labels": [B, L] float32, "lm_mask": [B, L] float32: 1 at positions whose next
+     token is a solution token (the first step's first token through the EOS)}.
   """
   batch = len(prompts)
   if not batch or not (batch == len(steps) == len(labels)):
@@ -65,51 +73,76 @@ def encode_reward_batch(tokenizer: Tokenizer, prompts: Sequence[str],
       ends.append(len(ids) - 1)
     if len(ids) > max_length:
       raise ValueError(f"A sequence of {len(ids)} tokens exceeds max_length={max_length}.")
-    encoded.append((ids, ends))
+    encoded.append((ids, ends, len(tokenizer.encode(prompts[i], add_bos=True))))
   if pad_to_multiple:
-    longest = max(len(ids) for ids, _ in encoded)
+    longest = max(len(ids) for ids, _, _ in encoded)
     max_length = min(max_length, -(-longest // pad_to_multiple) * pad_to_multiple)
   tokens = np.full((batch, max_length), tokenizer.pad_id, np.int32)
   label_mask = np.zeros((batch, max_length), np.float32)
   targets = np.zeros((batch, max_length), np.float32)
+  lm_mask = np.zeros((batch, max_length), np.float32)
   lengths = np.zeros((batch,), np.int32)
-  for i, (ids, ends) in enumerate(encoded):
+  for i, (ids, ends, prompt_length) in enumerate(encoded):
     tokens[i, :len(ids)] = ids
     lengths[i] = len(ids)
+    lm_mask[i, prompt_length - 1:len(ids) - 1] = 1.0  # position t predicts token t + 1
     chosen = list(zip(ends, labels[i]))[-1:] if outcome_only else zip(ends, labels[i])
     for position, label in chosen:
       label_mask[i, position] = 1.0
       targets[i, position] = label
-  return {"tokens": tokens, "lengths": lengths, "label_mask": label_mask, "labels": targets}
+  return {"tokens": tokens, "lengths": lengths, "label_mask": label_mask, "labels": targets,
+          "lm_mask": lm_mask}
 
 
-def reward_loss(config: PrmConfig):
-  """(params, batch) -> (mean BCE over labelled positions, metrics)."""
+def reward_loss(config: PrmConfig, lm_weight: float = 0.0):
+  """(params, batch) -> (loss, metrics).
+
+  The loss is the mean BCE over labelled positions, plus `lm_weight` times the mean
+  next-token cross-entropy over `batch["lm_mask"]` (the params must then hold the
+  backbone's LM head). Metrics: "bce", "mean_abs_error", and "lm_loss" with the LM term.
+  """
+  if lm_weight < 0:
+    raise ValueError(f"lm_weight must be >= 0, got {lm_weight}.")
+  model = ProcessRewardModel(config)
 
   def loss_fn(params, batch):
-    scores, _ = token_scores(params, config, batch["tokens"], num_new=batch["lengths"])
+    if lm_weight:
+      scores, logits = model.apply({"params": params}, batch["tokens"], batch["lengths"],
+                                   method=ProcessRewardModel.scores_and_logits)
+    else:
+      scores, _ = token_scores(params, config, batch["tokens"], num_new=batch["lengths"])
     p = jnp.clip(scores, _EPS, 1 - _EPS)
     y = batch["labels"]
     bce = -(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
     mask = batch["label_mask"]
     count = jnp.maximum(jnp.sum(mask), 1.0)
     loss = jnp.sum(bce * mask) / count
-    error = jnp.sum(jnp.abs(scores - y) * mask) / count
-    return loss, {"mean_abs_error": error}
+    metrics = {"bce": loss, "mean_abs_error": jnp.sum(jnp.abs(scores - y) * mask) / count}
+    if lm_weight:
+      log_probs = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+      nll = -jnp.take_along_axis(log_probs, batch["tokens"][:, 1:, None], axis=-1)[..., 0]
+      lm_mask = batch["lm_mask"][:, :-1]
+      metrics["lm_loss"] = jnp.sum(nll * lm_mask) / jnp.maximum(jnp.sum(lm_mask), 1.0)
+      loss = loss + lm_weight * metrics["lm_loss"]
+    return loss, metrics
 
   return loss_fn
 
 
-def backbone_from_policy(policy_params, prm_params):
-  """PRM params whose backbone is the policy's (its unused LM head dropped)."""
+def backbone_from_policy(policy_params, prm_params, keep_lm_head: bool = False):
+  """PRM params whose backbone is the policy's: its LM head dropped (scoring never reads
+  it), or kept for the multi-task objective (`reward_loss(..., lm_weight > 0)`)."""
+  # A policy with tied embeddings has no separate head: its embeddings serve as one.
   backbone = {k: v for k, v in policy_params.items()
-              if k in prm_params["backbone"]}
+              if k in prm_params["backbone"] or (keep_lm_head and k == "lm_head")}
   missing = set(prm_params["backbone"]) - set(backbone)
   if missing:
     raise ValueError(
         f"The policy checkpoint lacks backbone parameters {sorted(missing)}; the PRM's "
         "backbone config must match the policy's.")
-  shapes_match = jax.tree.map(lambda a, b: a.shape == b.shape, backbone, prm_params["backbone"])
+  shapes_match = jax.tree.map(lambda a, b: a.shape == b.shape,
+                              {k: v for k, v in backbone.items() if k in prm_params["backbone"]},
+                              prm_params["backbone"])
   if not all(jax.tree.leaves(shapes_match)):
     raise ValueError("The PRM backbone's shapes differ from the policy checkpoint's; use the "
                      "policy's model config for the PRM backbone.")

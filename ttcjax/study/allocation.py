@@ -15,7 +15,7 @@ at random into halves, the choice is fitted on one half and scored on the other 
 the other way round, and splits are repeated; the interval is the 2.5-97.5
 percentile range over repeats.
 
-O denotes options, P questions, K bins.
+O denotes options, Q questions, Y bins (the glossary of `ttcjax.search.base`).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ class ResultTable:
 
   Attributes:
     options: O options.
-    accuracy: [O, P] in [0, 1].
-    cost: [O, P] compute per question (samples, or FLOPs).
-    uids: P question ids.
+    accuracy: [O, Q] in [0, 1].
+    cost: [O, Q] compute per question (samples, or FLOPs).
+    uids: Q question ids.
   """
 
   options: tuple[Option, ...]
@@ -86,14 +86,14 @@ def per_bin_choice(table: ResultTable, bins: np.ndarray, budget: int, fit: np.nd
 
   Args:
     table: the results.
-    bins: [P] bin of each question.
+    bins: [Q] bin of each question.
     budget: the budget every chosen option must have.
-    fit: [P] bool, the questions the choice may look at.
-    num_bins: K.
+    fit: [Q] bool, the questions the choice may look at.
+    num_bins: Y.
     allowed: which options may be chosen (e.g. leave out a strategy).
 
   Returns:
-    [K] option indices (-1 for a bin with no fitting question or no option).
+    [Y] option indices (-1 for a bin with no fitting question or no option).
   """
   bins = _check_bins(table, bins)
   candidates = [i for i, o in enumerate(table.options) if o.budget == budget and allowed(o)]
@@ -119,14 +119,14 @@ def cross_validated_outcomes(table: ResultTable, bins: np.ndarray,
 
   Args:
     table: the results.
-    bins: [P] bin of each question.
-    fit_fn: fit mask [P] -> choice [K] (option per bin, -1 for none), fitted only on
+    bins: [Q] bin of each question.
+    fit_fn: fit mask [Q] -> choice [Y] (option per bin, -1 for none), fitted only on
       that mask.
     repeats: random splits.
     seed: the splits' seed.
 
   Returns:
-    (accuracy [repeats, P], cost [repeats, P]); a bin without a choice scores 0 at
+    (accuracy [repeats, Q], cost [repeats, Q]); a bin without a choice scores 0 at
     no cost.
   """
   bins = _check_bins(table, bins)
@@ -195,13 +195,13 @@ def allocate_budget(values: np.ndarray, costs: np.ndarray, weights: np.ndarray,
   knapsack), keeping every combination not dominated in (total cost, total value).
 
   Args:
-    values: [K, O] expected accuracy of option o on bin k (NaN: not available).
-    costs: [K, O] mean cost per question of option o on bin k.
-    weights: [K] share of questions in each bin (sums to 1).
+    values: [Y, O] expected accuracy of option o on bin k (NaN: not available).
+    costs: [Y, O] mean cost per question of option o on bin k.
+    weights: [Y] share of questions in each bin (sums to 1).
     mean_budget: the cap on the weighted mean cost.
 
   Returns:
-    (choice [K] option indices, weighted mean value, weighted mean cost).
+    (choice [Y] option indices, weighted mean value, weighted mean cost).
 
   Raises:
     ValueError: no combination fits the budget.
@@ -279,7 +279,7 @@ def load_allocation(path: str, task: str) -> dict:
 
 
 def bin_of(value: float, bin_edges: Sequence[float]) -> int:
-  """The bin of a new question's statistic: edges are the lower bounds of bins 0..K-2."""
+  """The bin of a new question's statistic: edges are the lower bounds of bins 0..Y-2."""
   for k, edge in enumerate(bin_edges):
     if value >= edge:
       return k

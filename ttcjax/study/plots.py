@@ -1,6 +1,6 @@
 """The study's figures, styled after the paper's: matplotlib PNGs from `study.analyse`.
 
-Budgets are the generation budget on a log2 axis; bins run from 1 (easiest) to K
+Budgets are the generation budget on a log2 axis; bins run from 1 (easiest) to Y
 (hardest), as the paper numbers them.
 """
 
@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from ttcjax.study import ratio_text  # pylint: disable=wrong-import-position
+from ttcjax.study.optimal import ratio_text  # pylint: disable=wrong-import-position
 
 PAPER_BUDGETS = (4, 16, 64, 256)
 
@@ -73,7 +73,7 @@ def bins_bars(results: dict, path: str, kind: str = "oracle") -> None:
   plt.close(fig)
 
 
-def compute_optimal(results: dict, path: str) -> None:
+def compute_optimal_curves(results: dict, path: str) -> None:
   """Compute-optimal (oracle and predicted bins, held-out) against best-of-N weighted,
   with the efficiency ratio written at each budget."""
   kinds = list(results["compute_optimal"])
@@ -135,7 +135,7 @@ def exchange_bars(results: dict, path: str) -> None:
 FIGURES = (
     ("accuracy_vs_budget.png", accuracy_vs_budget),
     ("bins_oracle.png", lambda r, p: bins_bars(r, p, "oracle")),
-    ("compute_optimal.png", compute_optimal),
+    ("compute_optimal.png", compute_optimal_curves),
     ("exchange.png", exchange_bars),
 )
 

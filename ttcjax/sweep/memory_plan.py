@@ -10,7 +10,7 @@ Per device, for one `SearchRunner.search` call (B problems per call, N rows each
   problems times N (the frontier) plus B / data (the batch's empty caches, arguments
   that stay alive); the data axis splits rows, the model axis does not (caches are
   replicated over it). Capacities are the runner's: prompt + T + 1, plus L suffix
-  slots per scored step with a PRM adapter (`runner.prm_suffixes_per_row`). Step-level
+  slots per scored step with a PRM adapter (`Strategy.prm_suffixes_per_row`). Step-level
   searches hold two copies: a fork gathers the caches into new buffers while the old
   ones are live (XLA's memory analysis of a compiled beam search shows twice the
   caches; best-of-N, which never forks, once);
@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
@@ -62,9 +61,9 @@ from ttcjax import parallel
 from ttcjax.models.config import TransformerConfig, get_config
 from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
+from ttcjax.search import get_strategy
 from ttcjax.search.base import SearchSettings, cache_capacity, prm_cache_capacity
 from ttcjax.search.frontier import num_prm_slices
-from ttcjax.search.runner import prm_chunk_steps, prm_suffixes_per_row
 
 GIB = 2**30
 # The share of a device's memory a plan is compared against (the rest: XLA's code and
@@ -221,17 +220,19 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
   settings = SearchSettings(eos_id=0, pad_id=0, delimiter=None, max_step_tokens=max_step_tokens,
                             max_solution_tokens=max_solution_tokens, max_steps=max_steps,
                             max_rounds=max_rounds, prm_rows_per_pass=prm_rows_per_pass).check()
+  record = get_strategy(strategy)
+  hyper = {"lookahead_steps": lookahead_steps} if lookahead_steps else {}
   policy_capacity = cache_capacity(max_prompt_tokens, settings)
   prm_prompt = max_prm_prompt_tokens or max_prompt_tokens
-  suffixes = prm_suffixes_per_row(strategy, settings, lookahead_steps) if prm_suffix_length else 0
+  suffixes = record.prm_suffixes_per_row(settings, hyper) if prm_suffix_length else 0
   prm_capacity = prm_cache_capacity(prm_prompt, settings, prm_suffix_length, suffixes)
   problems = problems_per_batch // data_shards
   rows = problems * budget
   # Slices are taken over the global rows (strided, so each device holds its share).
   slice_rows = rows // num_prm_slices(problems_per_batch * budget, prm_rows_per_pass)
 
-  suffix_width = prm_suffix_length * prm_chunk_steps(strategy, settings, lookahead_steps)
-  if strategy == "best_of_n":
+  suffix_width = prm_suffix_length * record.prm_chunk_steps(settings, hyper)
+  if record.whole_solutions:
     prm_chunk = max_solution_tokens + suffix_width
   else:
     prm_chunk = max(1, lookahead_steps) * max_step_tokens + suffix_width
@@ -244,7 +245,7 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
                                                      prm_capacity),
   }
   activation_pass = max(passes, key=passes.get)
-  kv_copies = 1 if strategy == "best_of_n" else 2  # a fork's new buffers beside the old
+  kv_copies = 2 if record.forks else 1  # a fork's new buffers beside the old
   cache_rows = kv_copies * rows + problems  # the frontier's, and the batch's empty caches
   return MemoryPlan(
       policy_params=_param_bytes(init_params, policy, model_shards),
@@ -315,7 +316,7 @@ def check_fits(plan: MemoryPlan, device_bytes: int) -> MemoryPlan:
                if replan(one, max_solution_tokens=t).total <= device_bytes]
     if not budgets:
       fewer = "no budget fits"
-    elif r["strategy"] == "best_of_n":
+    elif get_strategy(r["strategy"]).independent_samples:
       fewer = (f"at most {budgets[0]} samples per call fit (draw the N samples over several "
                "calls with different rng keys)")
     else:

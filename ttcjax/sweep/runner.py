@@ -12,7 +12,8 @@ delimiter and gets the family's suffix tokens, and its score is read where the f
 reads it. The policy's token ids go to the PRM as they are, so the two must share a
 tokenizer (checked).
 
-P denotes the problems of one call, N the budget (rows per problem), T the solution cap.
+B denotes the problems of one call, N the budget (rows per problem), T the solution cap
+(the glossary of `ttcjax.search.base`).
 """
 
 from __future__ import annotations
@@ -32,27 +33,28 @@ from ttcjax.models.prm import PrmConfig
 from ttcjax.models.prm_adapters import PrmAdapter
 from ttcjax.models.tokenizer import Tokenizer, pad_batch
 from ttcjax.sampling import Sampler, StepDelimiter, transformer_decode_fn
+from ttcjax.models.prm import transformer_prm_fn
 from ttcjax.search import get_strategy
-from ttcjax.search.base import (SearchBatch, SearchSettings, cache_capacity, prm_cache_capacity,
-                                transformer_prm_fn)
+from ttcjax.search.base import (SearchBatch, SearchModels, SearchSettings, cache_capacity,
+                                prm_cache_capacity)
 
 DATA_AXIS = parallel.DATA_AXIS
 
 
 @dataclasses.dataclass
 class SearchResult:
-  """One search over P problems, on the host.
+  """One search over B problems, on the host.
 
   Attributes:
-    texts: P lists of N candidate solutions.
-    answers: P lists of N canonical answers (None: unparsable).
-    step_scores: [P, N, S] float32.
-    step_mask: [P, N, S] bool.
-    finished: [P, N] bool.
-    lengths: [P, N] generated tokens per candidate.
-    compute: {field: [P] float} of the `ComputeRecord`.
-    tokens: [P, N, T] int32 generated tokens (see `SearchRunner.candidate_steps`).
-    step_end: [P, N, T] bool, the last token of each step.
+    texts: B lists of N candidate solutions.
+    answers: B lists of N canonical answers (None: unparsable).
+    step_scores: [B, N, S] float32.
+    step_mask: [B, N, S] bool.
+    finished: [B, N] bool.
+    lengths: [B, N] generated tokens per candidate.
+    compute: {field: [B] float} of the `ComputeRecord`.
+    tokens: [B, N, T] int32 generated tokens (see `SearchRunner.candidate_steps`).
+    step_end: [B, N, T] bool, the last token of each step.
   """
 
   texts: list[list[str]]
@@ -72,29 +74,6 @@ class SearchResult:
                         self.step_mask[:count], self.finished[:count], self.lengths[:count],
                         {k: v[:count] for k, v in self.compute.items()}, first(self.tokens),
                         first(self.step_end))
-
-
-def prm_chunk_steps(strategy: str, settings: SearchSettings, lookahead_steps: int = 0) -> int:
-  """The most step ends one PRM call of `strategy` is told of (an adapter's M).
-
-  Best-of-N scores whole solutions in one call, at most S step ends (the frontier
-  passes the ends its S-column table keeps); step-level searches score one step per
-  round, and a lookahead rollout's k steps in one call.
-  """
-  if strategy == "best_of_n":
-    return settings.max_steps
-  return max(1, lookahead_steps)
-
-
-def prm_suffixes_per_row(strategy: str, settings: SearchSettings, lookahead_steps: int = 0) -> int:
-  """The most step suffixes one row's PRM cache receives under `strategy`.
-
-  Best-of-N: S (see `prm_chunk_steps`); step-level searches: one per round, plus a
-  lookahead rollout's k on the cache's copy.
-  """
-  if strategy == "best_of_n":
-    return settings.max_steps
-  return settings.max_rounds + lookahead_steps
 
 
 class SearchRunner:
@@ -153,26 +132,26 @@ class SearchRunner:
   def _function(self, strategy: str, budget: int, hyper: tuple):
     key = (strategy, budget, hyper)
     if key not in self._compiled:
-      strategy_fn = get_strategy(strategy)
+      record = get_strategy(strategy)
       decode, score = transformer_decode_fn(self.policy_config), transformer_prm_fn(self.prm_config)
       if self.prm_adapter is not None:
-        steps = prm_chunk_steps(strategy, self.settings, dict(hyper).get("lookahead_steps", 0))
+        steps = record.prm_chunk_steps(self.settings, dict(hyper))
         score = self.prm_adapter.wrap_prm_fn(score, max_steps_per_chunk=steps)
 
       def call(policy_params, prm_params, batch, rng, sampler, settings):
-        return strategy_fn(decode, policy_params, score, prm_params, batch, rng, sampler,
-                           settings, budget=budget, **dict(hyper))
+        models = SearchModels(decode, policy_params, score, prm_params)
+        return record.fn(models, batch, rng, sampler, settings, budget=budget, **dict(hyper))
 
       self._compiled[key] = jax.jit(call)
     return self._compiled[key]
 
-  def prm_capacity(self, strategy: str, lookahead_steps: int = 0) -> int:
-    """Slots of a row's PRM cache in a search with `strategy`."""
+  def prm_capacity(self, strategy: str, hyper: dict | None = None) -> int:
+    """Slots of a row's PRM cache in a search with `strategy` and `hyper`."""
     if self.prm_adapter is None:
       return cache_capacity(self.max_prompt_tokens, self.settings)
     return prm_cache_capacity(
         self.max_prm_prompt_tokens, self.settings, len(self.prm_adapter.suffix_ids),
-        prm_suffixes_per_row(strategy, self.settings, lookahead_steps))
+        get_strategy(strategy).prm_suffixes_per_row(self.settings, hyper or {}))
 
   def _batch(self, prompts: Sequence[str], problem_ids: Sequence[int],
              problem_texts: Sequence[str] | None, prm_capacity: int) -> SearchBatch:
@@ -203,12 +182,12 @@ class SearchRunner:
 
     Args:
       strategy: a name in `ttcjax.search.STRATEGIES`.
-      prompts: P prompt texts; P must be a multiple of the mesh's data axis.
-      problem_ids: P stable ids (a problem's result depends only on rng and its id).
+      prompts: B prompt texts; B must be a multiple of the mesh's data axis.
+      problem_ids: B stable ids (a problem's result depends only on rng and its id).
       budget: N.
       rng: key (not consumed).
       sampler: how steps are sampled.
-      problem_texts: P problems as the PRM adapter's prompt states them (the policy's
+      problem_texts: B problems as the PRM adapter's prompt states them (the policy's
         `prompts` may wrap them in its own chat template); required with a
         `prm_adapter`, unused without one.
       **hyper: the strategy's hyperparameters (beam_width, lookahead_steps, temperature).
@@ -226,10 +205,10 @@ class SearchRunner:
     if len(prompts) % self.data_shards:
       raise ValueError(f"{len(prompts)} problems do not split over {self.data_shards} data "
                        "shards; pad the batch to a multiple.")
+    get_strategy(strategy).validate(budget, hyper)
     sampler.check()
     fn = self._function(strategy, budget, tuple(sorted(hyper.items())))
-    batch = self._batch(prompts, problem_ids, problem_texts,
-                        self.prm_capacity(strategy, hyper.get("lookahead_steps", 0)))
+    batch = self._batch(prompts, problem_ids, problem_texts, self.prm_capacity(strategy, hyper))
     out = fn(self.policy_params, self.prm_params, batch, rng, sampler, self.settings)
     out = parallel.to_host(out)
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
@@ -244,7 +223,7 @@ class SearchRunner:
         tokens=tokens, step_end=np.asarray(out.step_end))
 
   def candidate_steps(self, result: SearchResult) -> list[list[list[str]]]:
-    """P lists of N lists of step texts, each step's tokens decoded (delimiters and a
+    """B lists of N lists of step texts, each step's tokens decoded (delimiters and a
     final EOS kept), e.g. to score them on the host with `PrmAdapter.score_solutions`."""
     out = []
     for tokens, step_end, lengths in zip(result.tokens, result.step_end, result.lengths):

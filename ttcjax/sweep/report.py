@@ -15,10 +15,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ttcjax import compute
-from ttcjax.search import select
+from ttcjax.search import get_strategy
+from ttcjax.sweep import select
 
 # (label, aggregation or None, selection rule)
-SELECTIONS = (
+REPORTED_SELECTIONS = (
     ("majority", None, "majority"),
     ("weighted_last", "last", "weighted"),
     ("weighted_min", "min", "weighted"),
@@ -27,11 +28,11 @@ SELECTIONS = (
 )
 
 # Every accuracy column of a report row: the selections and the oracle (pass@n).
-COLUMNS = tuple(s[0] for s in SELECTIONS) + ("oracle",)
+COLUMNS = tuple(s[0] for s in REPORTED_SELECTIONS) + ("oracle",)
 
 
 def score_table(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-  """[P, N, S] scores and mask from the records' ragged step-score lists."""
+  """[Q, N, S] scores and mask from the records' ragged step-score lists."""
   p, n = len(records), len(records[0]["step_scores"])
   s = max(1, max(len(steps) for r in records for steps in r["step_scores"]))
   scores, mask = np.zeros((p, n, s)), np.zeros((p, n, s), bool)
@@ -50,21 +51,21 @@ def _ids(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rule_of(label: str) -> tuple[str | None, str]:
-  """(aggregation or None, selection rule) of a selection label in `SELECTIONS`."""
-  for name, how, rule in SELECTIONS:
+  """(aggregation or None, selection rule) of a selection label in `REPORTED_SELECTIONS`."""
+  for name, how, rule in REPORTED_SELECTIONS:
     if name == label:
       return how, rule
-  raise ValueError(f"Unknown selection {label!r}; choose from {[s[0] for s in SELECTIONS]}.")
+  raise ValueError(f"Unknown selection {label!r}; choose from {[s[0] for s in REPORTED_SELECTIONS]}.")
 
 
 def problem_accuracy(records: Sequence[dict], selection: str = "weighted_last",
                      subset_size: int | None = None, num_draws: int = 16,
                      seed: int = 0) -> np.ndarray:
-  """Expected correctness [P] of one selection rule on each record's problem.
+  """Expected correctness [Q] of one selection rule on each record's problem.
 
   Args:
     records: one per problem, same strategy, budget and seed.
-    selection: a label of `SELECTIONS`.
+    selection: a label of `REPORTED_SELECTIONS`.
     subset_size: select among random subsets of this many candidates (best-of-n
       read from a larger run); None uses all candidates (exact, no draws).
     num_draws: subsets averaged per problem.
@@ -85,7 +86,7 @@ def accuracies(records: Sequence[dict], subset_size: int | None = None,
   """Mean accuracy of every selection rule (and of the oracle, pass@n) over the records."""
   size = subset_size or len(records[0]["answers"])
   out = {label: float(problem_accuracy(records, label, subset_size, num_draws, seed).mean())
-         for label, _, _ in SELECTIONS}
+         for label, _, _ in REPORTED_SELECTIONS}
   # pass@n: some candidate (of a random n-subset) is right.
   out["oracle"] = float(problem_pass_at(records, size, num_draws, seed).mean())
   return out
@@ -93,7 +94,7 @@ def accuracies(records: Sequence[dict], subset_size: int | None = None,
 
 def problem_pass_at(records: Sequence[dict], size: int, num_draws: int = 16,
                     seed: int = 0) -> np.ndarray:
-  """Per problem [P], the probability that a random `size`-subset of its candidates
+  """Per problem [Q], the probability that a random `size`-subset of its candidates
   holds a right one (exact when `size` is all of them, else over `num_draws` subsets)."""
   correct = np.array([r["correct"] for r in records], bool)
   rng = np.random.default_rng(seed)
@@ -128,7 +129,7 @@ def budget_table(records: Iterable[dict], budgets: Sequence[int], policy_cost=No
   """One row per (strategy, budget, seed) with every rule's accuracy and mean FLOPs.
 
   Args:
-    records: a sweep's records (`ttcjax.search.sweep.read_results`).
+    records: a sweep's records (`ttcjax.sweep.read_results`).
     budgets: the budgets to report best-of-N at (read from its largest run).
     policy_cost, prm_cost: `compute.ModelCost`s, needed to scale best-of-N's FLOPs.
     num_draws: subsets averaged for best-of-N at smaller budgets.
@@ -140,7 +141,7 @@ def budget_table(records: Iterable[dict], budgets: Sequence[int], policy_cost=No
   for (label, budget, seed), group in sorted(groups.items()):
     group.sort(key=lambda r: r["uid"])
     subsets = [budget]
-    if group[0]["name"] == "best_of_n":
+    if get_strategy(group[0]["name"]).independent_samples:
       subsets = [b for b in budgets if b <= budget]
     for size in subsets:
       if size == budget:

@@ -20,8 +20,8 @@ for what that alarm cannot stop.
 
 The worker is a plain `python -P -c` subprocess, not a `multiprocessing` child (spawn
 re-imports the parent's `__main__`; fork copies a process that may hold JAX's
-threads). Its bootstrap loads math_data.py, then this file, by path and under their
-module names, so the `from ttcjax.tasks.math_data import` below finds math_data in
+threads). Its bootstrap loads data.py, then this file, by path and under their
+module names, so the `from ttcjax.tasks.math.data import` below finds the data module in
 `sys.modules` and the `ttcjax` package (which imports JAX) never runs. Both modules
 import only the standard library (this one also math_data) at the top; math-verify
 and sympy are imported in the worker only. POSIX only (pipes are waited on with
@@ -43,8 +43,8 @@ import threading
 import time
 from typing import Any, Iterable, Sequence
 
-# Only this `from` form (not `import ttcjax.tasks.math_data`) skips the package.
-from ttcjax.tasks.math_data import MathProblem, extract_boxed, normalize_text
+# Only this `from` form (not `import ttcjax.tasks.math.data`) skips the package.
+from ttcjax.tasks.math.data import MathProblem, extract_boxed, normalize_text
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_COMPARISONS = 256
@@ -53,8 +53,8 @@ _SOFT_SHARE = 0.8  # the worker's own alarm fires at this share of the hard dead
 _WORKER_MEMORY_BYTES = 4 << 30  # address-space cap: a blow-up is a MemoryError there
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # What the worker's bootstrap loads, in order: module name, file, name, file.
-_WORKER_ARGS = ("ttcjax.tasks.math_data", os.path.join(_HERE, "math_data.py"),
-                "ttcjax.tasks.math_grading", os.path.join(_HERE, "math_grading.py"))
+_WORKER_ARGS = ("ttcjax.tasks.math.data", os.path.join(_HERE, "data.py"),
+                "ttcjax.tasks.math.grading", os.path.join(_HERE, "grading.py"))
 
 
 # ------------------------------------------------------------------- the worker side

@@ -3,14 +3,14 @@
 `run_study(task, config, workdir)` runs, in `workdir`:
 
 1. `sweep/`: every configured strategy x budget over the evaluation problems with
-   the small policy and the PRM (`ttcjax.search.sweep`, resumable);
-2. `difficulty/`: S best-of-N samples per problem from another seed, whose pass@1
+   the small policy and the PRM (`ttcjax.sweep`, resumable);
+2. `difficulty/`: X best-of-N samples per problem from another seed, whose pass@1
    and mean final PRM score bin the problems (oracle and predicted difficulty);
 3. `large_greedy/` (when the config names a larger policy): its greedy answer to each
    problem, for the FLOPs-matched exchange;
-4. the analysis (`ttcjax.study.analyse`), written as `study.json`; the fitted
+4. the analysis (`ttcjax.study.analysis.analyse`), written as `study.json`; the fitted
    allocations (`allocation_oracle.json`, `allocation_predicted.json`); the figures
-   (`ttcjax.plots`); `report.md`; and `summary.json` with the headline figures.
+   (`ttcjax.study.plots`); `report.md`; and `summary.json` with the headline figures.
 
 Stages 1-3 append JSON lines as they go and skip what is done, so a killed study
 resumes where it stopped and a finished one is re-analysed in seconds. The stages
@@ -18,8 +18,8 @@ keep their own run configs: a later, larger study (more problems or budgets) may
 reuse a smaller one's workdir, while one with other strategies or models is refused.
 
 A `StudyTask` says how a task builds and runs its stages: the arithmetic testbed
-(`ttcjax.tasks.arith_study`) and MATH-style data with open checkpoints
-(`ttcjax.tasks.math_study`).
+(`ttcjax.tasks.arith.task`) and MATH-style data with open checkpoints
+(`ttcjax.tasks.math.task`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from typing import Callable
 import jax
 import ml_collections
 
-from ttcjax import allocation, compute, plots, study, study_report
-from ttcjax.search import sweep
+from ttcjax import compute, sweep
+from ttcjax.study import allocation, analysis, plots, report as study_report
+from ttcjax.study.outcomes import BEST_OF_N
 
 STAGES = ("sweep", "difficulty", "large_greedy")
 
@@ -84,15 +85,7 @@ class StudyTask:
   model_facts: Callable[[ml_collections.ConfigDict], ModelFacts]
 
 
-def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of a study config with its quick overrides applied when `quick` is set."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  if config.quick:
-    config.update(config.quick_overrides.to_dict())
-  return config
-
-
-def check_config(config: ml_collections.ConfigDict, num_problems: int) -> None:
+def check_study_config(config: ml_collections.ConfigDict, num_problems: int) -> None:
   """ValueError for a study config that cannot run (before anything is computed)."""
   if config.num_bins < 1 or num_problems < 2 * config.num_bins:
     raise ValueError(f"{num_problems} problems cannot fill {config.num_bins} difficulty bins "
@@ -135,12 +128,11 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
 
   Args:
     task: how the task runs its stages.
-    config: a study config (`resolve_config` applies `quick`).
+    config: a study config (at its variant's size, `configs/study_analysis.py`).
     workdir: the study's directory.
     progress: called as progress(stage, stats) after each search unit.
   """
-  config = resolve_config(config)
-  check_config(config, task.num_problems(config))
+  check_study_config(config, task.num_problems(config))
   start = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
   configs = task.stage_configs(config)
@@ -168,7 +160,7 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
              for name in stage_stats}
   facts = task.model_facts(config)
   large = records.get("large_greedy")
-  results = study.analyse(
+  results = analysis.analyse(
       records["sweep"], records["difficulty"], large, list(config.budgets),
       facts.policy_cost, facts.prm_cost,
       params_ratio=None if large is None else facts.large_params / facts.small_params,
@@ -189,7 +181,7 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
                  f"{jax.default_backend()}",
       "task": task.name,
       "task_title": task.title,
-      "quick": bool(config.quick),
+      "variant": config.get("variant", "default"),
       "questions": results["questions"],
       "skipped_problems": skipped,
       "budgets": results["budgets"],
@@ -198,8 +190,8 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
       "compute_optimal_accuracy": {
           kind: {p["budget"]: {k: p[k] for k in ("accuracy", "low", "high")} for p in points}
           for kind, points in results["compute_optimal"].items()},
-      "best_of_n_weighted_accuracy": dict(zip(results["curves"][study.BEST_OF_N]["budgets"],
-                                              results["curves"][study.BEST_OF_N]["accuracy"])),
+      "best_of_n_weighted_accuracy": dict(zip(results["curves"][BEST_OF_N]["budgets"],
+                                              results["curves"][BEST_OF_N]["accuracy"])),
       "exchange": None if results["exchange"] is None else results["exchange"]["rows"],
       "findings": results["findings"],
       "search_units": {name: s["units_total"] for name, s in stage_stats.items()},

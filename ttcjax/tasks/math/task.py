@@ -8,7 +8,8 @@ prompt and the search caps. From it:
   PRM behind its `PrmAdapter`), reads the problems and lays out their prompts;
 * `run_search_sweep` runs (or resumes) the strategy x budget sweep into
   `workdir/results.jsonl`, as `experiments.search` does for the testbed;
-* `STUDY_TASK` / `run_study` run the compute-optimal study (`ttcjax.study_runner`).
+* `TASK`, the task's entry in `ttcjax.tasks`, runs the sweep and the compute-optimal study
+  (`ttcjax.study.runner`).
 
 Answers: the last `\\boxed{}` of a candidate (`math_data.extract_boxed`) keyed by
 `math_grading.canonical_key`, so equal answers vote together; a candidate is right
@@ -33,20 +34,21 @@ from typing import Callable, Hashable
 import jax
 import ml_collections
 
-from ttcjax import compute, memory_plan, parallel, study_runner
+from ttcjax import compute, parallel, rundir, sweep
+from ttcjax.sweep import memory_plan
 from ttcjax.models.hf_import import (load_hf_checkpoint, load_hf_config, load_hf_prm_config,
                                      load_hf_tokenizer)
 from ttcjax.models.prm_adapters import load_adapted_prm, load_prm_adapter
 from ttcjax.sampling import Sampler
-from ttcjax.search import sweep
-from ttcjax.search.runner import SearchRunner
-from ttcjax.tasks import math_data, math_grading
-from ttcjax.tasks.math_prompts import PromptBuilder
-from ttcjax.training import checkpoints
+from ttcjax.study import runner as study_runner
+from ttcjax.sweep.runner import SearchRunner
+from ttcjax.tasks.base import Task
+from ttcjax.tasks.math import data as math_data, grading as math_grading
+from ttcjax.tasks.math.prompts import PromptBuilder
 
-TASK = "math500"
+NAME = "math500"
 # Fields a study config adds to a search config; the search stages never see them.
-STUDY_FIELDS = ("quick", "quick_overrides", "large_policy_dir", "pretraining_tokens",
+STUDY_FIELDS = ("variant", "large_policy_dir", "pretraining_tokens",
                 "difficulty_samples", "difficulty_seed", "num_bins", "selection", "cv_repeats",
                 "num_draws", "analysis_seed", "exchange_ratios")
 # Fields a sweep may change and still extend the same results (records are keyed by
@@ -111,7 +113,8 @@ def data_path(config: ml_collections.ConfigDict) -> str:
   """The config's data file; a relative path is taken from the repository root."""
   if os.path.isabs(config.data_path):
     return config.data_path
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))))
   return os.path.join(root, config.data_path)
 
 
@@ -169,15 +172,20 @@ def build_search(config: ml_collections.ConfigDict, mesh=None) -> MathSearch:
 
 def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
                      stop_after_units: int | None = None,
-                     progress: Callable[[dict], None] | None = None) -> dict:
+                     progress: Callable[[dict], None] | None = None,
+                     archive_dir: str | None = None) -> dict:
   """Runs (or resumes) the sweep a `configs/math500` config describes.
 
-  Writes `workdir/results.jsonl` (see `ttcjax.search.sweep`) and `workdir/skipped.json`.
+  Writes `workdir/results.jsonl` (see `ttcjax.sweep`) and `workdir/skipped.json`. A
+  MATH-500 sweep resumes from its workdir alone (`archive_dir` must be None).
 
   Returns:
     the sweep's totals (`sweep.run_sweep`) with "units_total", "uids" (the problems
     searched) and "skipped" ([{"uid", "reason"}]).
   """
+  if archive_dir:
+    raise ValueError("--archive applies to testbed sweeps; a MATH-500 sweep resumes from "
+                     "its workdir alone.")
   config = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items()
                                       if k not in STUDY_FIELDS})
   setup = build_search(config, mesh if mesh is not None else config_mesh(config))
@@ -186,7 +194,7 @@ def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
                            len(setup.problems), config.problems_per_batch)
   check_memory(setup.runner, units, config.problems_per_batch, config.device_gb)
   # Recorded only now: a run refused above leaves nothing that would refuse its fix.
-  checkpoints.check_run_config(workdir, config.to_dict(), ignore=WIDENABLE_FIELDS)
+  rundir.check_run_config(workdir, config.to_dict(), ignore=WIDENABLE_FIELDS)
   with open(os.path.join(workdir, "skipped.json"), "w") as f:
     json.dump(setup.skipped, f, indent=1)
   stats = sweep.run_sweep(
@@ -232,8 +240,8 @@ def check_memory(runner: SearchRunner, units, problems_per_batch: int,
               max_steps=runner.settings.max_steps, max_rounds=runner.settings.max_rounds,
               prm_rows_per_pass=runner.settings.prm_rows_per_pass)
   suffix = 0 if runner.prm_adapter is None else len(runner.prm_adapter.suffix_ids)
-  for key in sorted({(u.setting.name, u.budget, dict(u.setting.hyper).get("lookahead_steps", 0))
-                     for u in units}):
+  for key in sorted({(u.setting.name, u.budget,
+                      u.setting.strategy.lookahead_steps(dict(u.setting.hyper))) for u in units}):
     name, budget, lookahead = key
     plan = memory_plan.plan_search_memory(
         runner.policy_config, runner.prm_config, strategy=name, budget=budget,
@@ -270,13 +278,24 @@ def _run_stage(stage_config: ml_collections.ConfigDict, workdir: str,
   return run_search_sweep(stage_config, workdir, progress=progress)
 
 
-def _model_facts(config: ml_collections.ConfigDict) -> study_runner.ModelFacts:
-  """Model sizes from the checkpoints' config.json files (no weights are read)."""
-  policy = load_hf_config(config.policy_dir, dtype=config.dtype)
-  adapter = load_prm_adapter(config.prm_dir, config.prm_family)
+def _model_configs(config):
+  """The policy's and the PRM's configs from the checkpoints' config.json files."""
+  policy = load_hf_config(config["policy_dir"], dtype=config["dtype"])
+  adapter = load_prm_adapter(config["prm_dir"], config["prm_family"])
   labels = {} if adapter.head == "value" else dict(
       positive_token_id=adapter.positive_token_id, negative_token_id=adapter.negative_token_id)
-  prm = load_hf_prm_config(config.prm_dir, config.dtype, **labels)
+  return policy, load_hf_prm_config(config["prm_dir"], config["dtype"], **labels)
+
+
+def model_costs(config) -> tuple[compute.ModelCost, compute.ModelCost]:
+  """FLOPs per token of a sweep config's policy and PRM (no weights are read)."""
+  policy, prm = _model_configs(config)
+  return compute.ModelCost.of_policy(policy), compute.ModelCost.of_prm(prm)
+
+
+def _model_facts(config: ml_collections.ConfigDict) -> study_runner.ModelFacts:
+  """Model sizes from the checkpoints' config.json files (no weights are read)."""
+  policy, prm = _model_configs(config)
   large = load_hf_config(config.large_policy_dir) if config.large_policy_dir else None
   if large is not None and not config.pretraining_tokens:
     raise ValueError("A study with a larger policy needs pretraining_tokens (D_pretrain of "
@@ -287,15 +306,16 @@ def _model_facts(config: ml_collections.ConfigDict) -> study_runner.ModelFacts:
       pretraining_tokens=config.pretraining_tokens if large is not None else None)
 
 
-STUDY_TASK = study_runner.StudyTask(
-    name=TASK, title="MATH-500 with open models",
-    num_problems=lambda config: config.num_problems or 500,
-    stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts)
+def make_mesh(config: ml_collections.ConfigDict, data_shards: int, model_shards: int):
+  """The config's mesh, each axis overridden by a positive shard count."""
+  config.mesh.data = data_shards or config.mesh.data
+  config.mesh.model = model_shards or config.mesh.model
+  return config_mesh(config)
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str,
-              progress: Callable[[str, dict], None] | None = None) -> dict:
-  """Runs (or resumes) the MATH study of a `configs/math500` config; returns
-  `summary.json`'s dict (see `study_runner.run_study`)."""
-  return study_runner.run_study(STUDY_TASK, config, workdir, progress)
-
+TASK = Task(
+    name=NAME, run_sweep=run_search_sweep, make_mesh=make_mesh, model_costs=model_costs,
+    study=study_runner.StudyTask(
+        name=NAME, title="MATH-500 with open models",
+        num_problems=lambda config: config.num_problems or 500,
+        stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts))

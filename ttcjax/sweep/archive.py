@@ -29,7 +29,8 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
-from ttcjax.search import report, sweep
+from ttcjax.sweep import report
+from ttcjax.sweep.records import record_key
 
 SUFFIX = ".json.gz"
 DECIMALS = 4  # per-problem outcomes: expected correctness over at most 16 draws
@@ -73,7 +74,7 @@ def summarise(records: Sequence[dict], budgets: Sequence[int], policy_cost, prm_
     # one shuffle of seed 0, subsets by the group's seed.
     draw_seed = 0 if subset is None else seed
     outcome = {label: report.problem_accuracy(ordered, label, subset, num_draws, draw_seed)
-               for label, _, _ in report.SELECTIONS}
+               for label, _, _ in report.REPORTED_SELECTIONS}
     outcome["oracle"] = report.problem_pass_at(ordered, size, num_draws, seed)
     for i, (entry, record) in enumerate(zip(per_problem, ordered)):
       entry["outcomes"][str(size)] = {k: round(float(v[i]), DECIMALS)
@@ -98,7 +99,7 @@ def write_complete_groups(records: Sequence[dict], archive_dir: str,
   still running are left for later, and an archived group is never rewritten. Raises
   ValueError if the archive holds groups of another config or problem set."""
   summaries = read(archive_dir, must_exist=False)
-  check_config(summaries, run_config)
+  check_same_sweep(summaries, run_config)
   check_problems(summaries, expected_uids)
   os.makedirs(archive_dir, exist_ok=True)
   by_group = collections.defaultdict(list)
@@ -139,7 +140,7 @@ def read(archive_dir: str | None, must_exist: bool = True) -> list[dict]:
       with gzip.open(os.path.join(archive_dir, name)) as f:
         summaries.append(json.load(f))
   if summaries:
-    check_config(summaries, summaries[0]["run_config"])
+    check_same_sweep(summaries, summaries[0]["run_config"])
   return sorted(summaries, key=lambda s: (s["strategy"], s["budget"], s["seed"]))
 
 
@@ -157,7 +158,7 @@ def check_problems(summaries: Sequence[dict], uids: Sequence[str]) -> None:
           "same problem set (problems_per_level).")
 
 
-def check_config(summaries: Sequence[dict], run_config: Mapping[str, Any]) -> None:
+def check_same_sweep(summaries: Sequence[dict], run_config: Mapping[str, Any]) -> None:
   """Raises ValueError unless every summary ran under `run_config` (both less the
   fields a sweep may widen): results of other models or caps must not be mixed."""
   current = json.loads(json.dumps(run_config, sort_keys=True, default=str))
@@ -170,9 +171,9 @@ def check_config(summaries: Sequence[dict], run_config: Mapping[str, Any]) -> No
           f"config (keys that differ: {changed}). Use an archive of this sweep's config.")
 
 
-def done_keys(summaries: Sequence[dict]) -> set[str]:
-  """The record keys (`sweep.record_key`) the summaries cover: units to skip."""
-  return {sweep.record_key(s["strategy"], s["budget"], s["seed"], p["uid"])
+def archived_keys(summaries: Sequence[dict]) -> set[str]:
+  """The record keys (`record_key`) the summaries cover: units to skip."""
+  return {record_key(s["strategy"], s["budget"], s["seed"], p["uid"])
           for s in summaries for p in s["problems"]}
 
 

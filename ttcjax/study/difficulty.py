@@ -7,26 +7,30 @@ easiest questions (highest pass@1 or score), bin K-1 the hardest. Estimating eit
 costs the samples it reads; `DifficultyBins.cost` records it (per question) so that
 it can be charged to a question's budget, which the paper does not do.
 
-P denotes questions, S samples per question, K bins.
+Q denotes questions, X samples per question, Y bins.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
+
+from ttcjax.study.outcomes import BEST_OF_N
+from ttcjax.sweep import report, select
 
 
 @dataclasses.dataclass(frozen=True)
 class DifficultyBins:
-  """Bins of P questions.
+  """Bins of Q questions.
 
   Attributes:
     kind: "oracle" or "predicted".
-    values: [P] the binned statistic (pass@1, or the mean final PRM score).
-    bins: [P] int, 0 (easiest) .. K-1 (hardest).
-    num_bins: K.
-    cost: [P] what estimating each question's difficulty spent (e.g. FLOPs).
+    values: [Q] the binned statistic (pass@1, or the mean final PRM score).
+    bins: [Q] int, 0 (easiest) .. Y-1 (hardest).
+    num_bins: Y.
+    cost: [Q] what estimating each question's difficulty spent (e.g. FLOPs).
   """
 
   kind: str
@@ -40,7 +44,7 @@ def quantile_bins(values: np.ndarray, num_bins: int = 5) -> np.ndarray:
   """Equal-count bins by descending value: bin 0 holds the highest values.
 
   Ties are broken by question order (a stable sort), so bins always have sizes
-  floor(P / K) or ceil(P / K) even when many questions share a value.
+  floor(Q / Y) or ceil(Q / Y) even when many questions share a value.
   """
   values = np.asarray(values, np.float64)
   if values.ndim != 1:
@@ -58,7 +62,7 @@ def quantile_bins(values: np.ndarray, num_bins: int = 5) -> np.ndarray:
 
 def oracle_bins(correct: np.ndarray, num_bins: int = 5,
                 cost: np.ndarray | None = None) -> DifficultyBins:
-  """Bins by pass@1: `correct` is [P, S] bool over S policy samples per question."""
+  """Bins by pass@1: `correct` is [Q, X] bool over X policy samples per question."""
   correct = np.asarray(correct, bool)
   if correct.ndim != 2 or correct.shape[1] == 0:
     raise ValueError(f"correct must be [questions, samples] with samples > 0, got {correct.shape}.")
@@ -69,7 +73,7 @@ def oracle_bins(correct: np.ndarray, num_bins: int = 5,
 
 def predicted_bins(final_scores: np.ndarray, num_bins: int = 5,
                    cost: np.ndarray | None = None) -> DifficultyBins:
-  """Bins by the mean final-answer verifier score: `final_scores` is [P, S]."""
+  """Bins by the mean final-answer verifier score: `final_scores` is [Q, X]."""
   final_scores = np.asarray(final_scores, np.float64)
   if final_scores.ndim != 2 or final_scores.shape[1] == 0:
     raise ValueError(
@@ -84,3 +88,26 @@ def _cost(cost, size: int) -> np.ndarray:
     return np.zeros(size)
   cost = np.broadcast_to(np.asarray(cost, np.float64), (size,))
   return np.array(cost)
+
+
+def difficulty_bins(records: Sequence[dict], uids: Sequence[str], num_bins: int
+                    ) -> dict[str, DifficultyBins]:
+  """Oracle and predicted bins from one best-of-N run of X samples per question.
+
+  The oracle statistic is pass@1 over the X samples; the predicted one is the mean
+  of the PRM's final step score over them (0 for a sample with no scored step).
+  Each question's cost is the run's FLOPs for it.
+  """
+  by_uid = {r["uid"]: r for r in records}
+  missing = [u for u in uids if u not in by_uid]
+  if missing:
+    raise ValueError(f"The difficulty samples lack {len(missing)} questions (e.g. {missing[0]}).")
+  run = [by_uid[u] for u in uids]
+  if {r["name"] for r in run} != {BEST_OF_N} or len({len(r["answers"]) for r in run}) != 1:
+    raise ValueError("Difficulty needs one best-of-N run with the same number of samples per question.")
+  correct = np.array([r["correct"] for r in run], bool)
+  scores, mask = report.score_table(run)
+  final = select.aggregate(scores, mask, "last")
+  cost = np.array([r["flops"]["total_flops"] for r in run])
+  return {"oracle": oracle_bins(correct, num_bins, cost),
+          "predicted": predicted_bins(final, num_bins, cost)}

@@ -4,10 +4,10 @@ One search serves every rule: step scores are aggregated into a solution score
 (`aggregate`), then an answer is picked among the N candidates of a problem
 (`select_answers`). Answers enter as integer ids per problem (`answer_ids`, built
 from the task's canonical form), so every rule is a few numpy operations over
-[P, N] arrays. `subset_selection` reads best-of-n at every n <= N from one run of N
+[Q, N] arrays. `subset_selection` reads best-of-n at every n <= N from one run of N
 samples by drawing subsets without replacement and averaging over draws.
 
-P denotes problems, N candidates per problem, S step-score columns.
+Q denotes problems (questions), N candidates per problem, S step-score columns.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Hashable, Sequence
 import numpy as np
 
 AGGREGATIONS = ("last", "min", "prod", "mean")
-SELECTIONS = ("majority", "best", "weighted")
+RULES = ("majority", "best", "weighted")
 NO_ANSWER = -1
 
 
@@ -54,10 +54,10 @@ def answer_ids(answers: Sequence[Sequence[Hashable | None]]) -> tuple[np.ndarray
   """Integer ids of canonical answers, per problem.
 
   Args:
-    answers: P lists of N canonical answers (None: no parsable answer).
+    answers: Q lists of N canonical answers (None: no parsable answer).
 
   Returns:
-    (ids [P, N] int, NO_ANSWER for None; P lists mapping id -> answer).
+    (ids [Q, N] int, NO_ANSWER for None; Q lists mapping id -> answer).
   """
   if len({len(row) for row in answers}) > 1:
     raise ValueError("Every problem needs the same number of candidates.")
@@ -73,11 +73,11 @@ def answer_ids(answers: Sequence[Sequence[Hashable | None]]) -> tuple[np.ndarray
 
 
 def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.ndarray:
-  """The chosen answer id per problem [P] (NO_ANSWER when no candidate has one).
+  """The chosen answer id per problem [Q] (NO_ANSWER when no candidate has one).
 
   Args:
-    ids: [P, N] answer ids (`answer_ids`).
-    scores: [P, N] solution scores (a PRM's aggregate, or an ORM's score); unused
+    ids: [Q, N] answer ids (`answer_ids`).
+    scores: [Q, N] solution scores (a PRM's aggregate, or an ORM's score); unused
       by "majority".
     rule: "majority" (most frequent answer), "best" (the answer of the best-scored
       candidate; ties to the earlier candidate) or "weighted" (the answer whose
@@ -85,8 +85,8 @@ def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.
       weighted ties go to the lowest id (`answer_ids` numbers answers in order of
       first appearance, so: the answer seen first).
   """
-  if rule not in SELECTIONS:
-    raise ValueError(f"Unknown selection rule {rule!r}; choose one of {SELECTIONS}.")
+  if rule not in RULES:
+    raise ValueError(f"Unknown selection rule {rule!r}; choose one of {RULES}.")
   ids = np.asarray(ids)
   if ids.ndim != 2:
     raise ValueError(f"ids must be [problems, candidates], got shape {ids.shape}.")
@@ -116,23 +116,23 @@ def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.
 
 
 def _first_position(ids: np.ndarray) -> np.ndarray:
-  """[P, n]: for each entry, the index of the first entry of its row with the same id."""
-  same = ids[:, :, None] == ids[:, None, :]  # [P, n, n]
+  """[Q, n]: for each entry, the index of the first entry of its row with the same id."""
+  same = ids[:, :, None] == ids[:, None, :]  # [Q, n, n]
   return np.argmax(same, axis=2)
 
 
 def subset_selection(ids: np.ndarray, scores: np.ndarray | None, correct_ids: np.ndarray,
                      subset_size: int, rule: str, num_draws: int, seed: int = 0) -> np.ndarray:
-  """Accuracy per problem [P] of selecting among random n-subsets of the N candidates.
+  """Accuracy per problem [Q] of selecting among random n-subsets of the N candidates.
 
   Each draw picks `subset_size` candidates per problem uniformly without
   replacement; the result averages correctness over `num_draws` draws (exact, one
   draw, when subset_size == N).
 
   Args:
-    ids: [P, N] answer ids.
-    scores: [P, N] solution scores (None for "majority").
-    correct_ids: [P] the id of the right answer (NO_ANSWER if no candidate has it).
+    ids: [Q, N] answer ids.
+    scores: [Q, N] solution scores (None for "majority").
+    correct_ids: [Q] the id of the right answer (NO_ANSWER if no candidate has it).
     subset_size: n in 1..N.
     rule: see `select_answers`.
     num_draws: subsets averaged.

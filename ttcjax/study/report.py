@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ttcjax import plots
-from ttcjax.study import ratio_text
+from ttcjax.study import plots
+from ttcjax.study.optimal import ratio_text
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -16,6 +16,12 @@ def _choice(choice: list) -> str:
   return ", ".join("-" if c is None else f"{c['strategy']}@{c['budget']}" for c in choice)
 
 
+def _variant(summary: dict) -> str:
+  """'; quick size' for a run of a config variant, nothing for the default size."""
+  variant = summary.get("variant", "default")
+  return "" if variant == "default" else f"; {variant} size"
+
+
 def render(results: dict, summary: dict) -> str:
   """The report; every figure in it is read from `results` (study.json) or `summary`."""
   budgets = results["budgets"]
@@ -24,7 +30,7 @@ def render(results: dict, summary: dict) -> str:
       f"# Compute-optimal test-time search: {summary.get('task_title', 'the arithmetic testbed')}",
       "",
       f"{summary['date']}; {summary['machine']}; wall time {summary['wall_s']:.0f} s "
-      f"(searches {summary['search_s']:.0f} s){'; quick size' if summary['quick'] else ''}.",
+      f"(searches {summary['search_s']:.0f} s){_variant(summary)}.",
       "",
       f"{results['questions']} test questions; generation budgets {budgets}; every strategy's "
       f"answer picked by `{results['selection']}`; {k} difficulty bins from "

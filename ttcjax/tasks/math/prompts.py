@@ -39,7 +39,7 @@ import dataclasses
 from typing import Sequence
 
 from ttcjax.models import chat_template
-from ttcjax.tasks import math_data
+from ttcjax.tasks.math import data as math_data
 
 TEMPLATE_DATE = "26 Jul 2024"
 DEFAULT_INSTRUCTION = (

@@ -10,7 +10,7 @@ that each is what its caller expects) and measures:
 * a reward model's AUROC against the verifier's true step labels (every scored
   step) and against final-answer correctness (the last step's score).
 
-P denotes problems, N samples per problem, T the solution buffer, S score columns.
+Q denotes problems, N samples per problem, T the solution buffer, S score columns.
 """
 
 from __future__ import annotations
@@ -24,29 +24,29 @@ import jax
 import numpy as np
 
 from ttcjax import metrics
+from ttcjax.models import export
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig
 from ttcjax.models.tokenizer import CharTokenizer
 from ttcjax.rollouts import SolutionSampler, SolutionScorer
 from ttcjax.sampling import Sampler
-from ttcjax.search import archive, sweep
-from ttcjax.search.runner import SearchRunner
-from ttcjax.tasks import arith
-from ttcjax.training import checkpoints
+from ttcjax.sweep.runner import SearchRunner
+from ttcjax.tasks.arith import arithmetic
 
-SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "checkpoints", "arith")
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))), "checkpoints", "arith")
 SHIPPED_MODELS = ("policy_small", "policy_large", "prm", "orm")
 MAX_PROMPT_TOKENS = 48
 MAX_SOLUTION_TOKENS = 160
 MAX_STEPS = 12
+MAX_STEP_TOKENS = 32  # the sweep's step cap (configs/arith/sweep.py)
 EASY_THRESHOLD = 0.9  # a problem with pass@1 above this counts as "nearly always"
 HARD_THRESHOLD = 0.1  # below this, "nearly never"
 
 
 def tokenizer() -> CharTokenizer:
   """The testbed's character tokenizer (every testbed model uses it)."""
-  return CharTokenizer(arith.ALPHABET)
+  return CharTokenizer(arithmetic.ALPHABET)
 
 
 def shipped_checkpoint(name: str) -> str:
@@ -63,7 +63,7 @@ def load_policy(path: str) -> tuple[TransformerConfig, dict, dict]:
     ValueError: nothing exported there, it is a reward model, or its vocabulary is
       not the testbed tokenizer's.
   """
-  config, params, extra = checkpoints.load_exported(path)
+  config, params, extra = export.load_exported(path)
   if not isinstance(config, TransformerConfig):
     raise ValueError(f"{path} holds a reward model, not a policy; point at a policy export.")
   _check_vocab(path, config.vocab_size)
@@ -72,7 +72,7 @@ def load_policy(path: str) -> tuple[TransformerConfig, dict, dict]:
 
 def load_reward_model(path: str) -> tuple[PrmConfig, dict, dict]:
   """(config, params, extra) of an exported testbed PRM or ORM (see `load_policy`)."""
-  config, params, extra = checkpoints.load_exported(path)
+  config, params, extra = export.load_exported(path)
   if not isinstance(config, PrmConfig):
     raise ValueError(f"{path} holds a policy, not a reward model; point at a PRM/ORM export.")
   _check_vocab(path, config.backbone.vocab_size)
@@ -91,20 +91,20 @@ def _check_vocab(path: str, vocab_size: int) -> None:
 
 @dataclasses.dataclass
 class GradedSamples:
-  """N graded solutions for each of P problems.
+  """N graded solutions for each of Q problems.
 
   Attributes:
-    problems: the P problems.
-    texts: P lists of N solution texts.
-    correct: [P, N] bool, the final answer is right.
-    tokens: [P, N, T] generated tokens (EOS included, pad after).
-    step_end: [P, N, T] bool, the last token of each step.
-    lengths: [P, N] generated tokens.
+    problems: the Q problems.
+    texts: Q lists of N solution texts.
+    correct: [Q, N] bool, the final answer is right.
+    tokens: [Q, N, T] generated tokens (EOS included, pad after).
+    step_end: [Q, N, T] bool, the last token of each step.
+    lengths: [Q, N] generated tokens.
     tokens_generated: policy tokens sampled in all.
     wall_s: sampling time, compiles included.
   """
 
-  problems: list[arith.Problem]
+  problems: list[arithmetic.Problem]
   texts: list[list[str]]
   correct: np.ndarray
   tokens: np.ndarray
@@ -114,7 +114,7 @@ class GradedSamples:
   wall_s: float
 
 
-def sample_and_grade(config: TransformerConfig, params, problems: Sequence[arith.Problem],
+def sample_and_grade(config: TransformerConfig, params, problems: Sequence[arithmetic.Problem],
                      num_samples: int, sampler: Sampler, seed: int = 0,
                      problems_per_batch: int = 50) -> GradedSamples:
   """Samples `num_samples` solutions per problem and grades them.
@@ -126,7 +126,7 @@ def sample_and_grade(config: TransformerConfig, params, problems: Sequence[arith
     raise ValueError("No problems to evaluate.")
   solution_sampler = SolutionSampler(config, tokenizer(), max_prompt_tokens=MAX_PROMPT_TOKENS,
                                      max_solution_tokens=MAX_SOLUTION_TOKENS,
-                                     step_delimiter=arith.STEP_DELIMITER)
+                                     step_delimiter=arithmetic.STEP_DELIMITER)
   rng = jax.random.PRNGKey(seed)
   texts, tokens, step_end, lengths, generated = [], [], [], [], 0
   start = time.perf_counter()
@@ -142,17 +142,17 @@ def sample_and_grade(config: TransformerConfig, params, problems: Sequence[arith
     lengths.append(out.lengths[:real])
     generated += int(out.lengths[:real].sum())
   wall = time.perf_counter() - start
-  correct = np.array([[arith.is_correct(p, t) for t in row] for p, row in zip(problems, texts)])
+  correct = np.array([[arithmetic.is_correct(p, t) for t in row] for p, row in zip(problems, texts)])
   return GradedSamples(list(problems), texts, correct, np.concatenate(tokens),
                        np.concatenate(step_end), np.concatenate(lengths), generated, wall)
 
 
-def pass_rate_report(problems: Sequence[arith.Problem], correct: np.ndarray) -> dict:
+def pass_rate_report(problems: Sequence[arithmetic.Problem], correct: np.ndarray) -> dict:
   """pass@1 overall and per level, and the shares of near-always / near-never problems.
 
   Args:
-    problems: P problems.
-    correct: [P, N] bool.
+    problems: Q problems.
+    correct: [Q, N] bool.
 
   Returns:
     {"pass1", "frac_pass1_below_0.1", "frac_pass1_above_0.9",
@@ -177,7 +177,7 @@ def score_samples(config: PrmConfig, params, samples: GradedSamples,
   """Scores every step of every sample.
 
   Returns:
-    (scores [P, N, S], mask [P, N, S]): step j of a sample is scored at its last
+    (scores [Q, N, S], mask [Q, N, S]): step j of a sample is scored at its last
     token (for the final step, its EOS), as the reward models were trained.
   """
   p, n, t = samples.tokens.shape
@@ -201,21 +201,79 @@ def score_samples(config: PrmConfig, params, samples: GradedSamples,
 
 
 def true_step_labels(samples: GradedSamples) -> np.ndarray:
-  """[P, N, S] bool: the verifier's label of every step (False past the steps)."""
+  """[Q, N, S] bool: the verifier's label of every step (False past the steps)."""
   p, n, _ = samples.tokens.shape
-  tok = tokenizer()
   labels = np.zeros((p, n, MAX_STEPS), bool)
-  for i, problem in enumerate(samples.problems):
-    for j in range(n):
-      ends = np.nonzero(samples.step_end[i, j, :samples.lengths[i, j]])[0]
-      starts = np.concatenate([[0], ends[:-1] + 1])
-      steps = [tok.decode(samples.tokens[i, j, a:b + 1]) for a, b in zip(starts, ends)]
-      truth = arith.step_labels(problem, steps)[:MAX_STEPS]
+  for i, (problem, rows) in enumerate(zip(samples.problems, sample_steps_texts(samples))):
+    for j, steps in enumerate(rows):
+      truth = arithmetic.step_labels(problem, steps)[:MAX_STEPS]
       labels[i, j, :len(truth)] = truth
   return labels
 
 
-def reward_model_report(config: PrmConfig, params, samples: GradedSamples) -> dict:
+def sample_steps_texts(samples: GradedSamples) -> list[list[list[str]]]:
+  """Q lists of N lists of step texts (each step's tokens decoded, delimiter kept)."""
+  tok = tokenizer()
+  out = []
+  for i in range(len(samples.problems)):
+    rows = []
+    for j in range(samples.tokens.shape[1]):
+      ends = np.nonzero(samples.step_end[i, j, :samples.lengths[i, j]])[0]
+      starts = np.concatenate([[0], ends[:-1] + 1])
+      rows.append([tok.decode(samples.tokens[i, j, a:b + 1]) for a, b in zip(starts, ends)])
+    out.append(rows)
+  return out
+
+
+def first_errors(labels: np.ndarray, samples: GradedSamples) -> np.ndarray:
+  """[Q, N, S] bool: each sample's first wrong step (the wrong steps whose earlier steps
+  are all right; labels are prefix-correct). Positions past a sample's steps are not
+  errors."""
+  exists = np.arange(labels.shape[-1]) < samples.step_end.sum(axis=-1)[..., None]
+  prefix_right = np.concatenate([np.ones(labels.shape[:-1] + (1,), bool), labels[..., :-1]],
+                                axis=-1)
+  return prefix_right & ~labels & exists
+
+
+def argmax_errors(config: TransformerConfig, params, samples: GradedSamples,
+                  labels: np.ndarray, problems_per_batch: int = 64) -> np.ndarray:
+  """[Q, N, S] bool: the first errors that are the policy's own greedy step.
+
+  A first error (`first_errors`) is the policy's argmax when its greedy next step
+  after the same prefix (the prompt and the sample's earlier steps) is that step. A
+  verifier that only re-weights the sampling policy's likelihood cannot see these:
+  this subset is where a verifier must know better than the policy.
+
+  Args:
+    config, params: the policy that sampled `samples` (or any other to compare with).
+    samples: the graded samples.
+    labels: [Q, N, S] the verifier's step labels (`true_step_labels`).
+  """
+  steps = sample_steps_texts(samples)
+  errors = first_errors(labels, samples)
+  where = [tuple(x) for x in np.argwhere(errors)]
+  prefixes = {}
+  for i, j, k in where:
+    prefix = samples.problems[i].prompt + "".join(steps[i][j][:k])
+    prefixes.setdefault(prefix, []).append((i, j, k))
+  greedy = SolutionSampler(config, tokenizer(),
+                           max_prompt_tokens=MAX_PROMPT_TOKENS + MAX_SOLUTION_TOKENS,
+                           max_solution_tokens=MAX_STEP_TOKENS,
+                           step_delimiter=arithmetic.STEP_DELIMITER, max_steps=1)
+  texts = list(prefixes)
+  out = np.zeros(labels.shape, bool)
+  for first in range(0, len(texts), problems_per_batch):
+    chunk = texts[first:first + problems_per_batch]
+    padded = chunk + [chunk[-1]] * (problems_per_batch - len(chunk))
+    result = greedy.sample(params, padded, 1, Sampler.greedy(), jax.random.PRNGKey(0))
+    for text, row in zip(chunk, result.texts):
+      for i, j, k in prefixes[text]:
+        out[i, j, k] = row[0].strip() == steps[i][j][k].strip()
+  return out
+
+
+def reward_model_report(config: PrmConfig, params, samples: GradedSamples,
+                        argmax: np.ndarray | None = None) -> dict:
   """AUROC of a reward model's step scores on sampled solutions.
 
   Returns:
@@ -224,7 +282,9 @@ def reward_model_report(config: PrmConfig, params, samples: GradedSamples) -> di
        the same problem whose earlier steps are all right (the comparison a search
        makes between sibling steps),
      "final_auroc": each solution's last scored step vs its final-answer correctness,
-     "steps_scored", "solutions_scored"}.
+     "steps_scored", "solutions_scored"}; with `argmax` ([Q, N, S], `argmax_errors`)
+    also "sibling_auroc_argmax_errors": the sibling AUROC of pairs whose wrong step is
+    the policy's own greedy step.
   """
   scores, mask = score_samples(config, params, samples)
   labels = true_step_labels(samples)
@@ -243,26 +303,28 @@ def reward_model_report(config: PrmConfig, params, samples: GradedSamples) -> di
       "final_auroc": metrics.auroc(last_scores[has_steps], samples.correct[has_steps]),
       "steps_scored": int(mask.sum()),
       "solutions_scored": int(has_steps.sum()),
+      **({} if argmax is None else {"sibling_auroc_argmax_errors": metrics.grouped_auroc(
+          scores[sibling], labels[sibling], group[sibling], negatives=argmax[sibling])}),
   }
 
 
 # --------------------------------------------------------------------------- search
 
 
-def evaluation_problems(problems_per_level: int) -> list[arith.Problem]:
+def evaluation_problems(problems_per_level: int) -> list[arithmetic.Problem]:
   """The first `problems_per_level` test problems of every level (50: the whole set)."""
   if not 1 <= problems_per_level <= 50:
     raise ValueError(f"problems_per_level must be in 1..50, got {problems_per_level}.")
   taken: dict[int, int] = {}
   chosen = []
-  for problem in arith.test_problems():
+  for problem in arithmetic.test_problems():
     if taken.get(problem.level, 0) < problems_per_level:
       taken[problem.level] = taken.get(problem.level, 0) + 1
       chosen.append(problem)
   return chosen
 
 
-def problem_id(problem: arith.Problem) -> int:
+def problem_id(problem: arithmetic.Problem) -> int:
   """A stable integer id of a test problem: 1000 * level + its index in the level."""
   return 1000 * problem.level + int(problem.uid.rsplit("-", 1)[1])
 
@@ -272,45 +334,5 @@ def search_runner(policy_dir: str, prm_dir: str, caps: dict, mesh=None):
   policy = load_policy(policy_dir)[:2]
   prm = load_reward_model(prm_dir)[:2]
   return SearchRunner(policy, prm, tokenizer(),
-                      lambda text: arith.canonical_answer(arith.extract_answer(text)),
-                      step_delimiter=arith.STEP_DELIMITER, mesh=mesh, **caps)
-
-
-SWEEP_WIDENABLE = ("budgets", "seeds", "problems_per_level", "problems_per_batch",
-                   "max_rows_per_batch")
-
-
-def sweep_identity(config: dict) -> dict:
-  """A sweep config less the fields a sweep may be widened in: what results of the
-  same sweep share (models, caps, sampling, strategies)."""
-  return {k: v for k, v in config.items() if k not in SWEEP_WIDENABLE}
-
-
-def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | None = None,
-                     progress=None, archive_dir: str | None = None) -> dict:
-  """Runs (or resumes) the sweep a `configs/arith/sweep.py` config describes.
-
-  Writes `workdir/results.jsonl` (see `ttcjax.search.sweep`) and returns the run's totals.
-  Groups summarised in `archive_dir` (`ttcjax.search.archive`) are skipped; an archive
-  of another config or problem set is refused with a ValueError.
-  """
-  # Results are keyed by (strategy, budget, seed, problem) and a problem's search
-  # depends only on its id, so a sweep may be widened in place.
-  checkpoints.check_run_config(workdir, config.to_dict(), ignore=SWEEP_WIDENABLE)
-  summaries = archive.read(archive_dir)
-  archive.check_config(summaries, sweep_identity(config.to_dict()))
-  problems = evaluation_problems(config.problems_per_level)
-  archive.check_problems(summaries, [p.uid for p in problems])
-  runner = search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh)
-  settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
-  units = sweep.plan_units(settings, list(config.budgets), list(config.seeds), len(problems),
-                           config.problems_per_batch, config.get("max_rows_per_batch"))
-  stats = sweep.run_sweep(
-      runner, problems, [p.prompt for p in problems], [problem_id(p) for p in problems],
-      [arith.canonical_answer(p.answer) for p in problems], units,
-      os.path.join(workdir, "results.jsonl"),
-      Sampler(temperature=config.temperature, top_p=config.top_p),
-      stop_after_units=stop_after_units, progress=progress,
-      skip_keys=archive.done_keys(summaries))
-  stats["units_total"] = len(units)
-  return stats
+                      lambda text: arithmetic.canonical_answer(arithmetic.extract_answer(text)),
+                      step_delimiter=arithmetic.STEP_DELIMITER, mesh=mesh, **caps)

@@ -1,25 +1,83 @@
-"""The compute-optimal scaling study on the testbed (`ttcjax.study_runner` does the run).
+"""The testbed as a task: its search sweep, its compute-optimal study, and applying a
+fitted allocation to new problems.
 
-`run_study(config, workdir)` runs the study of a `configs/arith/study.py` config: the
-small and large shipped policies and the shipped PRM over the testbed's test problems.
-`apply_allocation` then solves new problems with a fitted allocation.
+* `run_search_sweep` runs (or resumes) a `configs/arith/sweep.py` sweep of the shipped
+  (or any exported) testbed models over the test problems, optionally continuing from
+  an archive of finished groups (`ttcjax.sweep.archive`);
+* `TASK`, the task's entry in `ttcjax.tasks`, runs it and the study of a
+  `configs/arith/study.py` config (`ttcjax.study.runner`): the small and large
+  policies and the PRM over the testbed's test problems;
+* `apply_allocation` solves new problems with a fitted allocation.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from ttcjax import allocation, compute, study, study_runner
+from ttcjax import compute, parallel, rundir, sweep
 from ttcjax.sampling import Sampler
-from ttcjax.search import report, select, sweep
-from ttcjax.study_runner import STAGES, resolve_config  # pylint: disable=unused-import
-from ttcjax.tasks import arith, testbed
+from ttcjax.study import allocation, runner as study_runner
+from ttcjax.study.outcomes import BEST_OF_N, MAJORITY
+from ttcjax.study.runner import STAGES
+from ttcjax.sweep import archive, report, select
+from ttcjax.tasks.arith import arithmetic, testbed
+from ttcjax.tasks.base import Task
 
-TASK = "arith"
+NAME = "arith"
+
+
+# ---------------------------------------------------------------------------- sweep
+
+
+SWEEP_WIDENABLE = ("budgets", "seeds", "problems_per_level", "problems_per_batch",
+                   "max_rows_per_batch")
+# Left out of an archive's identity too: an archive holds one task's sweeps (and those
+# archived before configs named their task lack it).
+_NOT_IDENTITY = SWEEP_WIDENABLE + ("task",)
+
+
+def sweep_identity(config: dict) -> dict:
+  """A sweep config less the fields a sweep may be widened in: what results of the
+  same sweep share (models, caps, sampling, strategies)."""
+  return {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+
+
+def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | None = None,
+                     progress=None, archive_dir: str | None = None) -> dict:
+  """Runs (or resumes) the sweep a `configs/arith/sweep.py` config describes.
+
+  Writes `workdir/results.jsonl` (see `ttcjax.sweep`) and returns the run's totals.
+  Groups summarised in `archive_dir` (`ttcjax.sweep.archive`) are skipped; an archive
+  of another config or problem set is refused with a ValueError.
+  """
+  # Results are keyed by (strategy, budget, seed, problem) and a problem's search
+  # depends only on its id, so a sweep may be widened in place.
+  rundir.check_run_config(workdir, config.to_dict(), ignore=_NOT_IDENTITY)
+  summaries = archive.read(archive_dir)
+  archive.check_same_sweep(summaries, sweep_identity(config.to_dict()))
+  problems = testbed.evaluation_problems(config.problems_per_level)
+  archive.check_problems(summaries, [p.uid for p in problems])
+  runner = testbed.search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh)
+  settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
+  units = sweep.plan_units(settings, list(config.budgets), list(config.seeds), len(problems),
+                           config.problems_per_batch, config.get("max_rows_per_batch"))
+  stats = sweep.run_sweep(
+      runner, problems, [p.prompt for p in problems], [testbed.problem_id(p) for p in problems],
+      [arithmetic.canonical_answer(p.answer) for p in problems], units,
+      os.path.join(workdir, "results.jsonl"),
+      Sampler(temperature=config.temperature, top_p=config.top_p),
+      stop_after_units=stop_after_units, progress=progress,
+      skip_keys=archive.archived_keys(summaries))
+  stats["units_total"] = len(units)
+  return stats
+
+
+# ---------------------------------------------------------------------------- study
 
 
 def stage_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
@@ -42,7 +100,7 @@ def stage_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections
 
 def _run_stage(stage_config: ml_collections.ConfigDict, workdir: str,
                progress: Callable[[dict], None] | None) -> dict:
-  stats = testbed.run_search_sweep(stage_config, workdir, progress=progress)
+  stats = run_search_sweep(stage_config, workdir, progress=progress)
   uids = [p.uid for p in testbed.evaluation_problems(stage_config.problems_per_level)]
   return dict(stats, uids=uids, skipped=[])
 
@@ -50,13 +108,13 @@ def _run_stage(stage_config: ml_collections.ConfigDict, workdir: str,
 def _model_facts(config: ml_collections.ConfigDict) -> study_runner.ModelFacts:
   small, _, small_extra = testbed.load_policy(config.policy_dir)
   large, _, large_extra = testbed.load_policy(config.large_policy_dir)
-  prm = testbed.load_reward_model(config.prm_dir)[0]
+  policy_cost, prm_cost = model_costs(config)
   tokens = {small_extra.get("train_tokens"), large_extra.get("train_tokens")}
   if None in tokens:
     raise ValueError("The policies' exports do not record their training tokens (extra."
                      "train_tokens); the exchange needs D_pretrain.")
   return study_runner.ModelFacts(
-      policy_cost=compute.ModelCost.of_policy(small), prm_cost=compute.ModelCost.of_prm(prm),
+      policy_cost=policy_cost, prm_cost=prm_cost,
       small_params=small.num_params, large_params=large.num_params,
       # The exchange assumes one D_pretrain for both models, as the shipped ones have.
       pretraining_tokens=float(max(tokens)),
@@ -64,21 +122,30 @@ def _model_facts(config: ml_collections.ConfigDict) -> study_runner.ModelFacts:
              "large_train_tokens": large_extra["train_tokens"]})
 
 
-STUDY_TASK = study_runner.StudyTask(
-    name=TASK, title="the arithmetic testbed",
-    num_problems=lambda config: 10 * config.problems_per_level,
-    stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts)
+def make_mesh(config: ml_collections.ConfigDict, data_shards: int, model_shards: int):
+  """Problems over every device by default (weights whole on each: model_shards 1)."""
+  del config  # a testbed sweep runs wherever it is started
+  model = model_shards or 1
+  shards = data_shards or jax.device_count() // model
+  return parallel.make_mesh(data=shards, model=model) if shards * model > 1 else None
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str,
-              progress: Callable[[str, dict], None] | None = None) -> dict:
-  """Runs (or resumes) the testbed study; returns `summary.json`'s dict (see
-  `study_runner.run_study`)."""
-  return study_runner.run_study(STUDY_TASK, config, workdir, progress)
+def model_costs(config) -> tuple[compute.ModelCost, compute.ModelCost]:
+  """FLOPs per token of a sweep config's policy and PRM (exported testbed models)."""
+  return (compute.ModelCost.of_policy(testbed.load_policy(config["policy_dir"])[0]),
+          compute.ModelCost.of_prm(testbed.load_reward_model(config["prm_dir"])[0]))
+
+
+TASK = Task(
+    name=NAME, run_sweep=run_search_sweep, make_mesh=make_mesh, model_costs=model_costs,
+    study=study_runner.StudyTask(
+        name=NAME, title="the arithmetic testbed",
+        num_problems=lambda config: 10 * config.problems_per_level,
+        stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts))
 
 
 def _selected_answers(result, selection: str) -> list:
-  """The answer each problem's candidates select under a `report.SELECTIONS` label."""
+  """The answer each problem's candidates select under a `report.REPORTED_SELECTIONS` label."""
   how, rule = report.rule_of(selection)
   ids, vocab = select.answer_ids(result.answers)
   scores = None if how is None else select.aggregate(result.step_scores, result.step_mask, how)
@@ -87,7 +154,8 @@ def _selected_answers(result, selection: str) -> list:
 
 
 def apply_allocation(config: ml_collections.ConfigDict, allocation_path: str,
-                     problems: Sequence[arith.Problem], budget: int, seed: int = 0) -> list[dict]:
+                     problems: Sequence[arithmetic.Problem], budget: int,
+                     seed: int = 0) -> list[dict]:
   """Solves new problems with a fitted allocation: estimate, look up, run.
 
   Each problem's difficulty statistic comes from `difficulty_samples` fresh best-of-N
@@ -99,8 +167,7 @@ def apply_allocation(config: ml_collections.ConfigDict, allocation_path: str,
   Returns:
     one dict per problem: uid, bin, statistic, strategy, budget, answer, correct.
   """
-  config = resolve_config(config)
-  fitted = allocation.load_allocation(allocation_path, TASK)
+  fitted = allocation.load_allocation(allocation_path, NAME)
   if budget not in fitted["choices"]:
     raise ValueError(f"The allocation has no choice at budget {budget}; it has "
                      f"{sorted(fitted['choices'])}.")
@@ -113,7 +180,7 @@ def apply_allocation(config: ml_collections.ConfigDict, allocation_path: str,
   rng = jax.random.PRNGKey(seed)
   prompts = [p.prompt for p in problems]
   ids = [testbed.problem_id(p) for p in problems]
-  truth = [arith.canonical_answer(p.answer) for p in problems]
+  truth = [arithmetic.canonical_answer(p.answer) for p in problems]
   samples = runner.search("best_of_n", prompts, ids, budget=config.difficulty_samples,
                           rng=jax.random.fold_in(rng, 1), sampler=sampler)
   if fitted["kind"] == "oracle":
@@ -128,17 +195,17 @@ def apply_allocation(config: ml_collections.ConfigDict, allocation_path: str,
   answers: list = [None] * len(problems)
   for option in sorted(set(options), key=lambda o: (o.strategy, o.budget)):
     members = [i for i, o in enumerate(options) if o == option]
-    if option.strategy in (study.BEST_OF_N, study.MAJORITY):
+    if option.strategy in (BEST_OF_N, MAJORITY):
       name, run_budget, hyper = "best_of_n", option.budget, {}
-      selection = "majority" if option.strategy == study.MAJORITY else config.selection
+      selection = "majority" if option.strategy == MAJORITY else config.selection
     else:
       setting = settings.get(option.strategy)
       if setting is None:
         raise ValueError(f"The allocation chose {option.strategy!r}, which the config's "
                          f"strategies lack ({sorted(settings)}).")
-      lookahead = dict(setting.hyper).get("lookahead_steps", 0)
-      name, run_budget = setting.name, option.budget // (lookahead + 1)
-      hyper, selection = setting.resolve(run_budget), config.selection
+      # The option's budget is in the paper's unit; the search runs the N that spends it.
+      run_budget = setting.strategy.budget_for(option.budget, dict(setting.hyper))
+      name, hyper, selection = setting.name, setting.resolve(run_budget), config.selection
     result = runner.search(name, [prompts[i] for i in members], [ids[i] for i in members],
                            budget=run_budget, rng=rng, sampler=sampler, **hyper)
     for i, answer in zip(members, _selected_answers(result, selection)):

@@ -1,0 +1,119 @@
+"""The compute-optimal scaling study, from search results to the paper's figures' numbers.
+
+Inputs are JSON-lines records of `ttcjax.sweep` (one per problem, strategy,
+budget and seed): the sweep itself, a separate best-of-N run whose samples estimate
+each question's difficulty, and a larger policy's greedy answers. Everything here
+is host-side numpy and cheap; `analyse` returns one JSON-serialisable dict that the
+figures, `report.md` and `summary.json` are made from.
+
+Decisions (see docs/design.md):
+* The budget is the paper's generation budget (samples; N x (k+1) for lookahead).
+  Options are (strategy, generation budget) pairs; best-of-N contributes every
+  budget up to its run's N, read from random subsets of its samples.
+* Every strategy's answer is picked by one selection rule (default best-of-N
+  weighted over the PRM's last-step score, as in the paper); majority voting over
+  best-of-N's samples is an option of its own, so the solver may pick it.
+* Compute-optimal curves and the budget-allocating solver are scored on held-out
+  questions (two-fold cross-validation, repeated); the best-of-N reference curve
+  they are compared against is its plain mean over all questions.
+* Estimating difficulty costs X samples per question. Ratios are reported without
+  that cost (as the paper does) and with it added to the compute-optimal budget.
+
+Q denotes questions, O options, Y bins, X difficulty samples per question.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ttcjax import compute
+from ttcjax.study.difficulty import difficulty_bins
+from ttcjax.study.exchange import exchange
+from ttcjax.study.findings import findings, per_bin_accuracy
+from ttcjax.study.optimal import allocation_curve, compute_optimal, efficiency_ratios
+from ttcjax.study.outcomes import BEST_OF_N, curve, outcome_tables
+
+
+def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
+            large_records: Sequence[dict] | None, budgets: Sequence[int],
+            small_policy: compute.ModelCost, prm: compute.ModelCost,
+            params_ratio: float | None, pretraining_tokens: float | None,
+            exchange_ratios: Sequence[float], num_bins: int = 5,
+            selection: str = "weighted_last", repeats: int = 20, num_draws: int = 16,
+            seed: int = 0) -> dict:
+  """The whole study's numbers (see the module docstring).
+
+  Args:
+    sweep_records: the strategy x budget sweep.
+    difficulty_records: one best-of-N run of X samples per question (another seed).
+    large_records: the larger policy's greedy run (budget 1, one per question); None:
+      no larger policy, so no exchange (`"exchange"` is None).
+    budgets: the sweep's run budgets (N).
+    small_policy, prm: model costs (best-of-N FLOPs at smaller budgets).
+    params_ratio: M, the larger policy's parameters over the small one's.
+    pretraining_tokens: D_pretrain of the shipped policies.
+    exchange_ratios: the R values of the exchange.
+    num_bins: Y difficulty bins.
+    selection: the selection rule for every strategy.
+    repeats: cross-validation splits.
+    num_draws: best-of-N subsets averaged.
+    seed: splits' and subsets' seed.
+  """
+  uids = sorted({r["uid"] for r in difficulty_records})
+  if len(uids) < 2 * num_bins:
+    raise ValueError(f"{len(uids)} questions are too few for {num_bins} bins and two folds; "
+                     f"use at least {2 * num_bins}.")
+  samples_table, flops_table = outcome_tables(sweep_records, uids, budgets, small_policy, prm,
+                                              selection, num_draws)
+  samples_table.require([BEST_OF_N])
+  run_budgets = sorted(budgets)
+  curves = {}
+  for s in samples_table.strategies():
+    budgets_s, accuracy, _ = curve(samples_table, s)
+    curves[s] = {"budgets": budgets_s, "accuracy": accuracy,
+                 "mean_flops": curve(flops_table, s)[2]}
+  bins = difficulty_bins(difficulty_records, uids, num_bins)
+  num_samples = len(difficulty_records[0]["answers"])
+  estimate_cost = {"samples": float(num_samples),
+                   "flops": float(np.mean(bins["oracle"].cost))}
+  reference = (curves[BEST_OF_N]["budgets"], curves[BEST_OF_N]["accuracy"])
+  optimal, ratios, ratios_charged, allocations, per_bin = {}, {}, {}, {}, {}
+  for kind, b in bins.items():
+    optimal[kind] = compute_optimal(samples_table, b.bins, num_bins, run_budgets, repeats, seed)
+    ratios[kind] = efficiency_ratios(optimal[kind], reference)
+    ratios_charged[kind] = efficiency_ratios(optimal[kind], reference, estimate_cost["samples"])
+    allocations[kind] = allocation_curve(samples_table, b.bins, num_bins, run_budgets, repeats,
+                                         seed)
+    per_bin[kind] = per_bin_accuracy(samples_table, b.bins, num_bins)
+  exchange_result, exchange_rows = None, []
+  if large_records is not None:
+    by_uid = {r["uid"]: r for r in large_records}
+    missing = [u for u in uids if u not in by_uid]
+    if missing:
+      raise ValueError(f"The larger policy's run lacks {len(missing)} questions "
+                       f"(e.g. {missing[0]}).")
+    if not params_ratio or not pretraining_tokens:
+      raise ValueError("The exchange needs params_ratio and pretraining_tokens (D_pretrain).")
+    large_correct = np.array([by_uid[u]["correct"][0] for u in uids], bool)
+    exchange_rows = exchange(samples_table, optimal["oracle"], bins["oracle"].bins, num_bins,
+                             large_correct, params_ratio, exchange_ratios, pretraining_tokens)
+    exchange_result = {"params_ratio": params_ratio, "pretraining_tokens": pretraining_tokens,
+                       "large_greedy_accuracy": float(large_correct.mean()),
+                       "rows": exchange_rows}
+  return {
+      "questions": len(uids), "num_bins": num_bins, "selection": selection,
+      "budgets": run_budgets, "difficulty_samples": num_samples,
+      "difficulty_estimate_cost": estimate_cost,
+      "curves": curves,
+      "bins": {kind: {"values": b.values.tolist(), "bins": b.bins.tolist()}
+               for kind, b in bins.items()},
+      "per_bin": per_bin,
+      "compute_optimal": optimal,
+      "efficiency_ratio": ratios,
+      "efficiency_ratio_with_estimation": ratios_charged,
+      "allocation": allocations,
+      "exchange": exchange_result,
+      "findings": findings(curves, per_bin["oracle"], ratios, exchange_rows),
+  }

@@ -1,0 +1,1 @@
+"""The synthetic arithmetic testbed: problems and verifier, shipped models, sweep and study."""

@@ -1,0 +1,1 @@
+"""MATH-style problems with open checkpoints: data, grading, prompts, sweep and study."""
