@@ -114,3 +114,12 @@ def test_exchange_factor_balances_total_flops():
   assert compute.exchange_factor(1.0, 0.16) == 1.0
   with pytest.raises(ValueError):
     compute.exchange_factor(0.5, 1.0)
+  # Each model charged its own pretraining tokens: the larger one saw t times more.
+  t = 2.6
+  factor = compute.exchange_factor(m, r, pretraining_ratio=t)
+  small_total = 6 * n * d_pre + 2 * n * (r * d_pre) * factor
+  large_total = 6 * (m * n) * (t * d_pre) + 2 * (m * n) * (r * d_pre)
+  assert small_total == pytest.approx(large_total)
+  assert compute.exchange_factor(m, r, pretraining_ratio=1.0) == compute.exchange_factor(m, r)
+  with pytest.raises(ValueError, match="pretraining ratio"):
+    compute.exchange_factor(m, r, pretraining_ratio=0.0)

@@ -103,15 +103,20 @@ def pretraining_flops(config: TransformerConfig, tokens: float) -> float:
   return 6.0 * config.num_params * float(tokens)
 
 
-def exchange_factor(params_ratio: float, inference_to_pretraining: float) -> float:
+def exchange_factor(params_ratio: float, inference_to_pretraining: float,
+                    pretraining_ratio: float = 1.0) -> float:
   """How many times more inference FLOPs the small model may spend to match a model
   `params_ratio` (M) times larger, in total (pretraining + inference) FLOPs.
 
   With pretraining 6 N D_pretrain and inference 2 N D_inference, equal totals give
   M + 3 (D_pretrain / D_inference) (M - 1) (Snell et al., section 7), where
-  `inference_to_pretraining` is R = D_inference / D_pretrain.
+  `inference_to_pretraining` is R = D_inference / D_pretrain. When the larger model
+  was pretrained on t = `pretraining_ratio` times the small one's tokens (R is then
+  relative to the small one's), each is charged its own: M + 3 (M t - 1) / R.
   """
-  if params_ratio < 1 or inference_to_pretraining <= 0:
-    raise ValueError(f"Need params_ratio >= 1 and a positive R, got {params_ratio}, "
-                     f"{inference_to_pretraining}.")
-  return params_ratio + 3.0 * (params_ratio - 1.0) / inference_to_pretraining
+  if params_ratio < 1 or inference_to_pretraining <= 0 or pretraining_ratio <= 0:
+    raise ValueError(f"Need params_ratio >= 1, a positive R and a positive pretraining "
+                     f"ratio, got {params_ratio}, {inference_to_pretraining}, "
+                     f"{pretraining_ratio}.")
+  return (params_ratio
+          + 3.0 * (params_ratio * pretraining_ratio - 1.0) / inference_to_pretraining)

@@ -41,6 +41,7 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
             small_policy: compute.ModelCost, prm: compute.ModelCost,
             params_ratio: float | None, pretraining_tokens: float | None,
             exchange_ratios: Sequence[float], num_bins: int = 5,
+            large_pretraining_tokens: float | None = None,
             selection: str = "weighted_last", repeats: int = 20, num_draws: int = 16,
             seed: int = 0) -> dict:
   """The whole study's numbers (see the module docstring).
@@ -53,7 +54,8 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
     budgets: the sweep's run budgets (N).
     small_policy, prm: model costs (best-of-N FLOPs at smaller budgets).
     params_ratio: M, the larger policy's parameters over the small one's.
-    pretraining_tokens: D_pretrain of the shipped policies.
+    pretraining_tokens: D_pretrain of the small policy.
+    large_pretraining_tokens: the larger policy's (None: the same as the small one's).
     exchange_ratios: the R values of the exchange.
     num_bins: Y difficulty bins.
     selection: the selection rule for every strategy.
@@ -98,8 +100,10 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
       raise ValueError("The exchange needs params_ratio and pretraining_tokens (D_pretrain).")
     large_correct = np.array([by_uid[u]["correct"][0] for u in uids], bool)
     exchange_rows = exchange(samples_table, optimal["oracle"], bins["oracle"].bins, num_bins,
-                             large_correct, params_ratio, exchange_ratios, pretraining_tokens)
+                             large_correct, params_ratio, exchange_ratios, pretraining_tokens,
+                             large_pretraining_tokens)
     exchange_result = {"params_ratio": params_ratio, "pretraining_tokens": pretraining_tokens,
+                       "large_pretraining_tokens": large_pretraining_tokens or pretraining_tokens,
                        "large_greedy_accuracy": float(large_correct.mean()),
                        "rows": exchange_rows}
   return {

@@ -14,12 +14,15 @@ from ttcjax.study.outcomes import BEST_OF_N, curve
 
 def exchange(table: ResultTable, optimal: Sequence[dict], bins: np.ndarray, num_bins: int,
              large_correct: np.ndarray, params_ratio: float, ratios: Sequence[float],
-             pretraining_tokens: float) -> list[dict]:
+             pretraining_tokens: float,
+             large_pretraining_tokens: float | None = None) -> list[dict]:
   """Small policy + test-time compute against a larger policy decoding greedily.
 
   At R = D_inference / D_pretrain the small model may spend
   X = M + 3 (M - 1) / R times the larger model's inference compute (the paper's
-  section 7 with pretraining 6ND and inference 2ND). A greedy answer is one sample,
+  section 7 with pretraining 6ND and inference 2ND); when the two were pretrained on
+  different token counts, each is charged its own (`compute.exchange_factor`) and R
+  is relative to the small model's D_pretrain. A greedy answer is one sample,
   so the small model gets a generation budget of X: the largest budget run that
   does not exceed X (the smallest one, noted, when X is below every budget).
 
@@ -31,7 +34,8 @@ def exchange(table: ResultTable, optimal: Sequence[dict], bins: np.ndarray, num_
     large_correct: [Q] bool, the larger policy's greedy answers.
     params_ratio: M, parameters of the larger policy over the small one's.
     ratios: the R values.
-    pretraining_tokens: D_pretrain, for the implied inference tokens.
+    pretraining_tokens: the small model's D_pretrain, for the implied inference tokens.
+    large_pretraining_tokens: the larger model's (None: the same as the small one's).
 
   Returns:
     one dict per R: "R", "X", "budget_used", "budget_note" ("" or why the budget
@@ -44,7 +48,8 @@ def exchange(table: ResultTable, optimal: Sequence[dict], bins: np.ndarray, num_
   large_correct = np.asarray(large_correct, np.float64)
   out = []
   for r in ratios:
-    x = compute.exchange_factor(params_ratio, r)
+    x = compute.exchange_factor(params_ratio, r, (large_pretraining_tokens or pretraining_tokens)
+                                / pretraining_tokens)
     usable = [b for b in by_budget if b <= x]
     budget = max(usable) if usable else min(by_budget)
     small = by_budget[budget]

@@ -117,10 +117,17 @@ def _exchange_section(results: dict, k: int) -> list[str]:
     return out + ["No larger policy was configured (`large_policy_dir`), so there is no "
                   "exchange.", ""]
   models = results.get("models", {})
+  small_d = ex["pretraining_tokens"]
+  large_d = ex.get("large_pretraining_tokens", small_d)
+  trained = (f"both are taken as trained on D_pretrain = {small_d:.3g} tokens. At "
+             "R = D_inference / D_pretrain the small policy may spend X = M + 3 (M - 1) / R "
+             if large_d == small_d else
+             f"they were trained on {small_d:.3g} and {large_d:.3g} tokens (t = "
+             f"{large_d / small_d:.2f}), each charged its own. At R = D_inference / "
+             "D_pretrain (the small policy's) it may spend X = M + 3 (M t - 1) / R ")
   out += [f"The larger policy has {ex['params_ratio']:.2f}x the parameters "
-          f"({models.get('large_params', '?')} vs {models.get('small_params', '?')}); both "
-          f"are taken as trained on D_pretrain = {ex['pretraining_tokens']:.3g} tokens. At "
-          "R = D_inference / D_pretrain the small policy may spend X = M + 3 (M - 1) / R "
+          f"({models.get('large_params', '?')} vs {models.get('small_params', '?')}); "
+          + trained +
           "greedy-answer equivalents; it gets the largest budget run that does not exceed X "
           f"(compute-optimal, oracle bins, held out). The larger policy decodes greedily "
           f"(accuracy {ex['large_greedy_accuracy']:.3f}).", ""]

@@ -50,7 +50,8 @@ class ModelFacts:
     policy_cost, prm_cost: FLOPs per token of the small policy and the PRM.
     small_params: the small policy's parameters.
     large_params: the larger policy's (None: no larger policy, no exchange).
-    pretraining_tokens: D_pretrain of the exchange (None without a larger policy).
+    pretraining_tokens: the small policy's D_pretrain (None without a larger policy).
+    large_pretraining_tokens: the larger policy's (None: the same as the small one's).
     extra: more facts for `study.json`'s "models" entry.
   """
 
@@ -59,6 +60,7 @@ class ModelFacts:
   small_params: int
   large_params: int | None = None
   pretraining_tokens: float | None = None
+  large_pretraining_tokens: float | None = None
   extra: dict = dataclasses.field(default_factory=dict)
 
 
@@ -165,6 +167,7 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
       facts.policy_cost, facts.prm_cost,
       params_ratio=None if large is None else facts.large_params / facts.small_params,
       pretraining_tokens=facts.pretraining_tokens,
+      large_pretraining_tokens=facts.large_pretraining_tokens,
       exchange_ratios=list(config.exchange_ratios), num_bins=config.num_bins,
       selection=config.selection, repeats=config.cv_repeats, num_draws=config.num_draws,
       seed=config.analysis_seed)

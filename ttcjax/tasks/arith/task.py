@@ -116,8 +116,9 @@ def _model_facts(config: ml_collections.ConfigDict) -> study_runner.ModelFacts:
   return study_runner.ModelFacts(
       policy_cost=policy_cost, prm_cost=prm_cost,
       small_params=small.num_params, large_params=large.num_params,
-      # The exchange assumes one D_pretrain for both models, as the shipped ones have.
-      pretraining_tokens=float(max(tokens)),
+      # Each policy is charged the tokens it was trained on (its export records them).
+      pretraining_tokens=float(small_extra["train_tokens"]),
+      large_pretraining_tokens=float(large_extra["train_tokens"]),
       extra={"small_train_tokens": small_extra["train_tokens"],
              "large_train_tokens": large_extra["train_tokens"]})
 
