@@ -235,7 +235,7 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
   if record.whole_solutions:
     prm_chunk = max_solution_tokens + suffix_width
   else:
-    prm_chunk = max(1, lookahead_steps) * max_step_tokens + suffix_width
+    prm_chunk = record.prm_chunk_steps(settings, hyper) * max_step_tokens + suffix_width
   backbone = prm.backbone
   passes = {
       "policy prefill": pass_bytes(policy, problems, max_prompt_tokens, policy_capacity, problems),
