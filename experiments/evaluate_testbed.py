@@ -13,6 +13,9 @@ By default it evaluates the shipped checkpoints (checkpoints/arith/); --policy,
   AUROC on the first errors that are the small policy's own greedy step (where a
   verifier must know better than the policy), and the last step's score against
   final-answer correctness;
+* a policy as a verifier: the sibling AUROCs of each step's least likely token's
+  log-probability under the small policy and under the large one (the reference a
+  trained verifier should reach: the diagnosis in docs/testbed.md);
 * the large policy's greedy pass@1 and its sampled pass@1 at the first temperature.
 
 The JSON is rewritten after each part, so a killed run keeps what it finished.
@@ -105,8 +108,22 @@ def main(argv):
       results["steps_scored"] = report["steps_scored"]
       _write(_JSON.value, results)
 
+  if argmax is None:
+    labels = testbed.true_step_labels(headline)
+    argmax = testbed.argmax_errors(config, params, headline, labels)
+  policies = [("small", config, params)]
   if _LARGE.value:
     large_config, large_params, _ = testbed.load_policy(_LARGE.value)
+    policies.append(("large", large_config, large_params))
+  for name, policy_config, policy_params in policies:
+    scores, mask = testbed.likelihood_step_scores(policy_config, policy_params, headline)
+    report = testbed.step_score_report(scores, mask, headline, argmax)
+    results[f"{name}_likelihood_sibling_auroc"] = report["sibling_auroc"]
+    results[f"{name}_likelihood_sibling_auroc_argmax_errors"] = (
+        report["sibling_auroc_argmax_errors"])
+    _write(_JSON.value, results)
+
+  if _LARGE.value:
     greedy = testbed.sample_and_grade(large_config, large_params, problems, 1, Sampler.greedy(),
                                       seed=_SEED.value)
     results["large_policy_greedy_pass1"] = float(greedy.correct.mean())

@@ -71,6 +71,29 @@ def test_first_errors_and_the_policy_argmax_subset(monkeypatch):
     assert [tuple(x) for x in np.argwhere(argmax)] == expected
 
 
+def test_likelihood_step_scores_are_each_steps_least_likely_token():
+  import jax
+  import jax.numpy as jnp
+  from ttcjax.models.config import TransformerConfig
+  from ttcjax.models.transformer import forward, init_params
+  tok = testbed.tokenizer()
+  config = TransformerConfig(vocab_size=tok.vocab_size, hidden_size=16, num_layers=1,
+                             num_heads=2, num_kv_heads=2, intermediate_size=32,
+                             max_position_embeddings=128)
+  params = init_params(config, jax.random.PRNGKey(0))
+  samples = graded(PROBLEM, [["37+15=52\n\n", "Answer: 52"], ["37+15=53\n\n", "Answer: 53"]])
+  scores, mask = testbed.likelihood_step_scores(config, params, samples, rows_per_batch=3)
+  assert mask[0, :, :2].all() and not mask[0, :, 2:].any()
+  ids = tok.encode(PROBLEM.prompt, add_bos=True) + tok.encode("37+15=53\n\nAnswer: 53")
+  log_probs = jax.nn.log_softmax(forward(params, config, jnp.asarray([ids])).logits[0], -1)
+  p = len(tok.encode(PROBLEM.prompt, add_bos=True))
+  token_lp = [float(log_probs[x - 1, ids[x]]) for x in range(p, len(ids))]
+  step = len("37+15=53\n\n")
+  np.testing.assert_allclose(scores[0, 1, 0], min(token_lp[:step]), rtol=1e-5)
+  # The final step includes its EOS, which this sequence lacks: check the rest only.
+  assert scores[0, 1, 1] <= min(token_lp[step:]) + 1e-5
+
+
 def test_pass_rate_report():
   problems = [arithmetic.Problem("a", 1, 1, (("+", 1),)), arithmetic.Problem("b", 1, 2, (("+", 1),)),
               arithmetic.Problem("c", 2, 3, (("+", 1),))]

@@ -21,12 +21,14 @@ import time
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ttcjax import metrics
 from ttcjax.models import export
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig
+from ttcjax.models.transformer import forward
 from ttcjax.models.tokenizer import CharTokenizer
 from ttcjax.rollouts import SolutionSampler, SolutionScorer
 from ttcjax.sampling import Sampler
@@ -272,9 +274,57 @@ def argmax_errors(config: TransformerConfig, params, samples: GradedSamples,
   return out
 
 
+def likelihood_step_scores(config: TransformerConfig, params, samples: GradedSamples,
+                           rows_per_batch: int = 200) -> tuple[np.ndarray, np.ndarray]:
+  """A policy as a verifier: each step scored by its least likely token's log-probability.
+
+  The diagnosis of the testbed's PRM: the information that a step is wrong
+  (`128*7=886`) is in a policy's own next-token distribution, even where a value head
+  trained on the backbone does not read it. This is that reference scorer.
+
+  Returns:
+    (scores [Q, N, S], mask [Q, N, S]): step j's min over its tokens of log p(token |
+    prompt and earlier tokens) under the policy; steps past S share the last column.
+  """
+  q, n, t = samples.tokens.shape
+  tok = tokenizer()
+  prompts = [tok.encode(prob.prompt, add_bos=True) for prob in samples.problems]
+  width = max(len(p) for p in prompts) + t
+  run = jax.jit(lambda params, tokens: jax.nn.log_softmax(
+      forward(params, config, tokens, logits="all").logits, axis=-1))
+  scores = np.zeros((q * n, MAX_STEPS), np.float32)
+  mask = np.zeros((q * n, MAX_STEPS), bool)
+  rows = [(i, j) for i in range(q) for j in range(n)]
+  for first in range(0, len(rows), rows_per_batch):
+    chunk = rows[first:first + rows_per_batch]
+    tokens = np.full((rows_per_batch, width), tok.pad_id, np.int32)
+    for r, (i, j) in enumerate(chunk):
+      p, g = len(prompts[i]), samples.lengths[i, j]
+      tokens[r, :p] = prompts[i]
+      tokens[r, p:p + g] = samples.tokens[i, j, :g]
+    log_probs = np.asarray(run(params, jnp.asarray(tokens)))
+    for r, (i, j) in enumerate(chunk):
+      p, g = len(prompts[i]), samples.lengths[i, j]
+      # Token at sequence position x is predicted at x - 1.
+      token_lp = log_probs[r, np.arange(p - 1, p + g - 1), tokens[r, p:p + g]]
+      ends = np.flatnonzero(samples.step_end[i, j, :g])
+      starts = np.concatenate([[0], ends[:-1] + 1])
+      for k, (a, b) in enumerate(zip(starts, ends)):
+        column = min(k, MAX_STEPS - 1)
+        scores[first + r, column] = token_lp[a:b + 1].min()
+        mask[first + r, column] = True
+  return scores.reshape(q, n, MAX_STEPS), mask.reshape(q, n, MAX_STEPS)
+
+
 def reward_model_report(config: PrmConfig, params, samples: GradedSamples,
                         argmax: np.ndarray | None = None) -> dict:
-  """AUROC of a reward model's step scores on sampled solutions.
+  """AUROC of a reward model's step scores on sampled solutions (`step_score_report`)."""
+  return step_score_report(*score_samples(config, params, samples), samples, argmax)
+
+
+def step_score_report(scores: np.ndarray, mask: np.ndarray, samples: GradedSamples,
+                      argmax: np.ndarray | None = None) -> dict:
+  """AUROC of step scores ([Q, N, S] with their mask) against the verifier's labels.
 
   Returns:
     {"step_auroc": every scored step vs its true label,
@@ -286,7 +336,6 @@ def reward_model_report(config: PrmConfig, params, samples: GradedSamples,
     also "sibling_auroc_argmax_errors": the sibling AUROC of pairs whose wrong step is
     the policy's own greedy step.
   """
-  scores, mask = score_samples(config, params, samples)
   labels = true_step_labels(samples)
   has_steps = mask.any(axis=-1)
   last = np.where(has_steps, mask.shape[-1] - 1 - np.argmax(mask[..., ::-1], axis=-1), 0)
