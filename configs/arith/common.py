@@ -32,8 +32,9 @@ def reward_config(stage: str, policy_dir: str, labels_path: str,
   c.export_dir = ""
   c.policy_dir = policy_dir
   c.labels_path = labels_path
-  # lm_weight > 0 keeps next-token prediction on the solutions beside the step loss.
-  c.model = dict(head_hidden=128, lm_weight=0.0)
+  # Set model.lm_weight > 0 to keep next-token prediction on the solutions beside the
+  # step loss (`ttcjax.training.reward_models`; absent: 0, which keeps older runs' configs).
+  c.model = dict(head_hidden=128)
   c.data = dict(batch_size=64, max_length=MAX_LENGTH, held_out_fraction=0.1)
   # The paper: AdamW, lr 3e-5, betas (0.9, 0.95) on a large model; a small model
   # trained from a policy this size needs a larger rate.

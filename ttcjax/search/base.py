@@ -235,7 +235,7 @@ def prm_cache_capacity(prompt_width: int, settings: SearchSettings, suffix_lengt
   Args:
     prompt_width: P', the PRM's prompt buffer.
     settings: the search's caps.
-    suffix_length: L, tokens a PRM adapter writes after every step (0: none).
+    suffix_length: E, tokens a PRM adapter writes after every step (0: none).
     max_suffixes: the most steps one row's PRM cache receives suffixes for (see
       `Strategy.prm_suffixes_per_row`).
   """

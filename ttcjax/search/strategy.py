@@ -91,7 +91,7 @@ class Strategy:
     return budget * (2 if self.lookahead_steps(hyper) else 1)
 
   def prm_chunk_steps(self, settings: SearchSettings, hyper: Mapping[str, Any]) -> int:
-    """The most step ends one PRM call is told of (a PRM adapter's M): S for whole
+    """The most step ends one PRM call is told of (a PRM adapter's J): S for whole
     solutions (the S-column table keeps no more), else one round's, or a lookahead
     rollout's k."""
     if self.whole_solutions:

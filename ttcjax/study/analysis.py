@@ -41,9 +41,8 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
             small_policy: compute.ModelCost, prm: compute.ModelCost,
             params_ratio: float | None, pretraining_tokens: float | None,
             exchange_ratios: Sequence[float], num_bins: int = 5,
-            large_pretraining_tokens: float | None = None,
             selection: str = "weighted_last", repeats: int = 20, num_draws: int = 16,
-            seed: int = 0) -> dict:
+            seed: int = 0, large_pretraining_tokens: float | None = None) -> dict:
   """The whole study's numbers (see the module docstring).
 
   Args:

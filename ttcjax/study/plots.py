@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+# Figures without pyplot: files only, and importing ttcjax never changes the backend
+# a notebook plots with.
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-
-from ttcjax.study.optimal import ratio_text  # pylint: disable=wrong-import-position
+from ttcjax.study.optimal import ratio_text
 
 PAPER_BUDGETS = (4, 16, 64, 256)
 
@@ -29,7 +28,8 @@ def _log2_axis(ax, budgets):
 
 def accuracy_vs_budget(results: dict, path: str) -> None:
   """Every strategy's accuracy against its generation budget."""
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  fig = Figure(figsize=(6.5, 4.2))
+  ax = fig.subplots()
   for strategy, c in sorted(results["curves"].items()):
     style = "--" if strategy == "majority" else "-"
     ax.plot(c["budgets"], c["accuracy"], style, marker="o", ms=3, label=strategy)
@@ -40,7 +40,6 @@ def accuracy_vs_budget(results: dict, path: str) -> None:
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def shown_budgets(budgets) -> list[int]:
@@ -54,8 +53,8 @@ def bins_bars(results: dict, path: str, kind: str = "oracle") -> None:
   per_bin = results["per_bin"][kind]
   budgets = shown_budgets(results["budgets"])
   k = results["num_bins"]
-  fig, axes = plt.subplots(1, len(budgets), figsize=(3.6 * len(budgets), 3.6), sharey=True,
-                           squeeze=False)
+  fig = Figure(figsize=(3.6 * len(budgets), 3.6))
+  axes = fig.subplots(1, len(budgets), sharey=True, squeeze=False)
   for ax, budget in zip(axes[0], budgets):
     strategies = sorted(s for s in per_bin if budget in per_bin[s])
     width = 0.8 / max(1, len(strategies))
@@ -70,15 +69,14 @@ def bins_bars(results: dict, path: str, kind: str = "oracle") -> None:
   axes[0][-1].legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def compute_optimal_curves(results: dict, path: str) -> None:
   """Compute-optimal (oracle and predicted bins, held-out) against best-of-N weighted,
   with the efficiency ratio written at each budget."""
   kinds = list(results["compute_optimal"])
-  fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.2), sharey=True,
-                           squeeze=False)
+  fig = Figure(figsize=(6 * len(kinds), 4.2))
+  axes = fig.subplots(1, len(kinds), sharey=True, squeeze=False)
   curves = results["curves"]
   for ax, kind in zip(axes[0], kinds):
     for strategy, style in (("best_of_n", "-"), ("majority", "--"), ("beam_m4", ":")):
@@ -106,14 +104,14 @@ def compute_optimal_curves(results: dict, path: str) -> None:
   axes[0][0].set_ylabel("accuracy")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def exchange_bars(results: dict, path: str) -> None:
   """Per R and bin: the small policy with its FLOPs-matched test-time compute against the
   larger policy decoding greedily."""
   rows = results["exchange"]["rows"]
-  fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.6), sharey=True, squeeze=False)
+  fig = Figure(figsize=(4 * len(rows), 3.6))
+  axes = fig.subplots(1, len(rows), sharey=True, squeeze=False)
   for ax, row in zip(axes[0], rows):
     k = len(row["bins"])
     x = np.arange(k)
@@ -129,7 +127,6 @@ def exchange_bars(results: dict, path: str) -> None:
   axes[0][0].set_ylabel("accuracy")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 FIGURES = (

@@ -102,8 +102,8 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
                              [problem_texts[i] for i in padded], **hyper)
       result = result.take(len(todo))
       records = make_records(unit, hyper, result, [problems[i] for i in todo],
-                         [correct_answers[i] for i in todo], policy_cost, prm_cost, judge,
-                         time.perf_counter() - unit_start)
+                             [correct_answers[i] for i in todo], policy_cost, prm_cost, judge,
+                             time.perf_counter() - unit_start)
       for record in records:
         f.write(json.dumps(record) + "\n")
       f.flush()

@@ -103,6 +103,9 @@ def reward_loss(config: PrmConfig, lm_weight: float = 0.0):
   """
   if lm_weight < 0:
     raise ValueError(f"lm_weight must be >= 0, got {lm_weight}.")
+  if lm_weight and config.kind != "value":
+    raise ValueError(f"The multi-task objective trains a value head; this PRM's head is "
+                     f"{config.kind!r}. Use kind='value' or lm_weight=0.")
   model = ProcessRewardModel(config)
 
   def loss_fn(params, batch):

@@ -41,7 +41,6 @@ SHIPPED_MODELS = ("policy_small", "policy_large", "prm", "orm")
 MAX_PROMPT_TOKENS = 48
 MAX_SOLUTION_TOKENS = 160
 MAX_STEPS = 12
-MAX_STEP_TOKENS = 32  # the sweep's step cap (configs/arith/sweep.py)
 EASY_THRESHOLD = 0.9  # a problem with pass@1 above this counts as "nearly always"
 HARD_THRESHOLD = 0.1  # below this, "nearly never"
 
@@ -260,7 +259,7 @@ def argmax_errors(config: TransformerConfig, params, samples: GradedSamples,
     prefixes.setdefault(prefix, []).append((i, j, k))
   greedy = SolutionSampler(config, tokenizer(),
                            max_prompt_tokens=MAX_PROMPT_TOKENS + MAX_SOLUTION_TOKENS,
-                           max_solution_tokens=MAX_STEP_TOKENS,
+                           max_solution_tokens=MAX_SOLUTION_TOKENS,  # the samples' cap
                            step_delimiter=arithmetic.STEP_DELIMITER, max_steps=1)
   texts = list(prefixes)
   out = np.zeros(labels.shape, bool)
@@ -316,6 +315,15 @@ def likelihood_step_scores(config: TransformerConfig, params, samples: GradedSam
   return scores.reshape(q, n, MAX_STEPS), mask.reshape(q, n, MAX_STEPS)
 
 
+def _subset_auroc(scores, labels, groups, negatives) -> float | None:
+  """`metrics.grouped_auroc` over the marked negatives; None when no group holds a
+  positive beside a marked negative (a policy that rarely errs greedily)."""
+  try:
+    return metrics.grouped_auroc(scores, labels, groups, negatives=negatives)
+  except ValueError:
+    return None
+
+
 def reward_model_report(config: PrmConfig, params, samples: GradedSamples,
                         argmax: np.ndarray | None = None) -> dict:
   """AUROC of a reward model's step scores on sampled solutions (`step_score_report`)."""
@@ -334,7 +342,7 @@ def step_score_report(scores: np.ndarray, mask: np.ndarray, samples: GradedSampl
      "final_auroc": each solution's last scored step vs its final-answer correctness,
      "steps_scored", "solutions_scored"}; with `argmax` ([Q, N, S], `argmax_errors`)
     also "sibling_auroc_argmax_errors": the sibling AUROC of pairs whose wrong step is
-    the policy's own greedy step.
+    the policy's own greedy step (None when there is no such pair).
   """
   labels = true_step_labels(samples)
   has_steps = mask.any(axis=-1)
@@ -352,8 +360,8 @@ def step_score_report(scores: np.ndarray, mask: np.ndarray, samples: GradedSampl
       "final_auroc": metrics.auroc(last_scores[has_steps], samples.correct[has_steps]),
       "steps_scored": int(mask.sum()),
       "solutions_scored": int(has_steps.sum()),
-      **({} if argmax is None else {"sibling_auroc_argmax_errors": metrics.grouped_auroc(
-          scores[sibling], labels[sibling], group[sibling], negatives=argmax[sibling])}),
+      **({} if argmax is None else {"sibling_auroc_argmax_errors": _subset_auroc(
+          scores[sibling], labels[sibling], group[sibling], argmax[sibling])}),
   }
 
 
