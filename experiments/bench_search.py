@@ -23,6 +23,7 @@ medians reported; compile time excluded by a warm-up call of every function):
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import time
@@ -97,6 +98,11 @@ def bench_prm(prm_config, prm_params, rows: int, steps: int, step_tokens: int, r
   step_tokens_all = jnp.asarray(rng.integers(3, vocab, (rows, steps * step_tokens)), jnp.int32)
   capacity = prompt_len + steps * step_tokens
   full = jnp.concatenate([prompt, step_tokens_all], axis=1)
+  # Step ends, which a step-likelihood head reads: each chunk is one step.
+  chunk_end = jnp.zeros((rows, step_tokens), bool).at[:, -1].set(True)
+  full_end = jnp.zeros(full.shape, bool).at[
+      :, prompt_len + step_tokens - 1::step_tokens].set(True)
+  solution_start = jnp.full((rows,), prompt_len, jnp.int32)
 
   @jax.jit
   def prefill(params):
@@ -105,12 +111,15 @@ def bench_prm(prm_config, prm_params, rows: int, steps: int, step_tokens: int, r
 
   @jax.jit
   def add_step(params, cache, chunk):
-    scores, cache = token_scores(params, prm_config, chunk, cache)
+    scores, cache = token_scores(params, prm_config, chunk, cache, step_end=chunk_end)
     return scores[:, -1], cache
 
-  rescore = {s: jax.jit(lambda params, s=s: token_scores(
-      params, prm_config, full[:, :prompt_len + s * step_tokens])[0][:, -1])
-      for s in range(1, steps + 1)}
+  def rescored(params, s):
+    end = prompt_len + s * step_tokens
+    return token_scores(params, prm_config, full[:, :end], step_end=full_end[:, :end],
+                        solution_start=solution_start)[0][:, -1]
+
+  rescore = {s: jax.jit(functools.partial(rescored, s=s)) for s in range(1, steps + 1)}
 
   def incremental():
     cache = prefill(prm_params)

@@ -12,7 +12,7 @@ Results go to WORKDIR/results.jsonl, one line per (problem, strategy, budget, se
 written as each batch finishes; a restarted run skips what is there. With
 --archive=DIR (testbed sweeps) it also skips the groups summarised there
 (`experiments.search_report --update_archive` writes them): a sweep continues from
-a committed archive, e.g. results/arith_sweep, on a machine without its workdir.
+a committed archive, e.g. results/arith_sweep_v2, on a machine without its workdir.
 
 On several devices the problems are sharded over a "data" mesh axis (the testbed: all
 devices by default; MATH-500: the config's `mesh`, unless the flags say otherwise).

@@ -4,8 +4,8 @@ and the sweep's recorded wall time.
   python -m experiments.search_report --workdir runs/sweep [--json runs/sweep/report.json]
   python -m experiments.search_report --workdir runs/sweep \
       --markdown=majority,weighted_last,weighted_min,weighted_prod
-  python -m experiments.search_report --archive results/arith_sweep [--workdir runs/sweep]
-  python -m experiments.search_report --workdir runs/sweep --archive results/arith_sweep \
+  python -m experiments.search_report --archive results/arith_sweep_v2 [--workdir runs/sweep]
+  python -m experiments.search_report --workdir runs/sweep --archive results/arith_sweep_v2 \
       --update_archive
 
 The wall time is the sum of the recorded unit times (compilation included), so it

@@ -13,6 +13,7 @@ import pytest
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import get_config
 from ttcjax.models.prm import (PrmConfig, gather_step_scores, init_prm_params, score_steps,
+                               step_likelihood_features,
                                token_scores)
 from ttcjax.models.transformer import forward
 from jax_helpers import host_jit, random_tree
@@ -231,3 +232,65 @@ def test_steps_past_the_table_keep_the_last_score_when_asked():
   later = gather_step_scores(scores[:, :2], ends[:, :2], 2, first_step=jnp.array([2]),
                              keep_last=True)
   np.testing.assert_allclose(later.scores, [[0.0, 0.2]])
+
+
+# ------------------------------------------------------ step-likelihood features
+
+
+def test_step_likelihood_features_on_a_hand_made_table():
+  # Vocabulary of 4; log-probabilities chosen per position so each token's is known.
+  log_p = np.log(np.array([0.5, 0.25, 0.125, 0.125]))
+  tokens = np.array([[0, 1, 2, 3, 0, 1, 2]], np.int32)
+  # Logits at position t are log_p rolled so token t + 1 gets log_p[t % 4].
+  logits = np.zeros((1, 7, 4), np.float32)
+  want_lp = {}
+  for t in range(6):
+    row = np.roll(log_p, tokens[0, t + 1] - t % 4)
+    logits[0, t] = row
+    want_lp[t + 1] = row[tokens[0, t + 1]]
+  step_end = np.zeros((1, 7), bool)
+  step_end[0, [3, 6]] = True  # steps: tokens 2..3 (solution starts at 2) and 4..6
+  feats = np.asarray(step_likelihood_features(jnp.asarray(logits), jnp.asarray(tokens),
+                                              jnp.asarray(step_end), jnp.array([2])))
+  # Step 1: its first token (position 2) is not counted; position 3 counts.
+  np.testing.assert_allclose(feats[0, 2], [0.0, 0.0])
+  np.testing.assert_allclose(feats[0, 3], [want_lp[3], want_lp[3]], rtol=1e-6)
+  # Step 2: position 4 (first) not counted; 5 and 6 are.
+  np.testing.assert_allclose(feats[0, 4], [0.0, 0.0])
+  np.testing.assert_allclose(feats[0, 5], [want_lp[5], want_lp[5]], rtol=1e-6)
+  np.testing.assert_allclose(feats[0, 6], [min(want_lp[5], want_lp[6]),
+                                           (want_lp[5] + want_lp[6]) / 2], rtol=1e-6)
+  # The prompt's positions (before the solution) count nothing.
+  np.testing.assert_allclose(feats[0, :2], 0.0)
+
+
+def test_step_likelihood_prm_scores_steps_the_same_whole_or_step_by_step():
+  config = PrmConfig(get_config("tiny"), kind="value", head_hidden=8, step_likelihood=True)
+  params = random_prm_params(config, seed=5)
+  rng = np.random.default_rng(0)
+  prompt, steps = 5, (4, 3, 5)  # a prompt of 5 tokens, then three steps
+  length = prompt + sum(steps)
+  tokens = jnp.asarray(rng.integers(0, config.backbone.vocab_size, (2, length)), jnp.int32)
+  ends = np.zeros((2, length), bool)
+  ends[:, np.cumsum(steps) + prompt - 1] = True
+  whole = score_steps(params, config, tokens, jnp.asarray(ends), 3,
+                      prompt_lengths=jnp.full((2,), prompt, jnp.int32))
+  cache = KVCache.init(config.backbone, 2, length)
+  _, cache = token_scores(params, config, tokens[:, :prompt], cache)
+  start, incremental = prompt, []
+  for n in steps:
+    chunk_end = jnp.asarray(ends[:, start:start + n])
+    scores, cache = token_scores(params, config, tokens[:, start:start + n], cache,
+                                 step_end=chunk_end)
+    incremental.append(np.asarray(scores)[:, -1])
+    start += n
+  np.testing.assert_allclose(np.asarray(whole.scores), np.stack(incremental, 1), atol=1e-5)
+  # Where the solution starts matters: read from position 0 the features differ.
+  plain = score_steps(params, config, tokens, jnp.asarray(ends), 3)
+  assert not np.allclose(np.asarray(plain.scores), np.asarray(whole.scores))
+
+
+def test_step_likelihood_needs_a_value_head():
+  with pytest.raises(ValueError, match="step_likelihood"):
+    PrmConfig(get_config("tiny"), kind="token_logit", positive_token_id=1, negative_token_id=2,
+              step_likelihood=True)

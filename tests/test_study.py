@@ -39,7 +39,7 @@ def test_outcome_tables_read_best_of_n_subsets_majority_and_search_runs():
       record("q0", "look", "lookahead", 4, ["1"] * 4, "1", [.5] * 4, lookahead=1),
       record("q1", "look", "lookahead", 4, ["5"] * 4, "5", [.5] * 4, lookahead=1),
   ]
-  samples, flops = study.outcome_tables(records, ["q0", "q1"], [1, 2, 4], COST, COST)
+  samples, flops, verifier = study.outcome_tables(records, ["q0", "q1"], [1, 2, 4], COST, COST)
   labels = [(o.strategy, o.budget) for o in samples.options]
   assert labels[:3] == [("best_of_n", 1), ("best_of_n", 2), ("best_of_n", 4)]  # reference first
   assert ("look", 4) not in labels and ("majority", 4) in labels
@@ -51,6 +51,9 @@ def test_outcome_tables_read_best_of_n_subsets_majority_and_search_runs():
   np.testing.assert_array_equal(samples.cost[labels.index(("beam_m4", 4))], [4, 4])
   full = records[0]["flops"]["total_flops"]
   np.testing.assert_array_equal(flops.cost[labels.index(("beam_m4", 4))], [full, full])
+  prm_part = records[0]["flops"]["prm_flops"]
+  assert 0 < prm_part < full
+  np.testing.assert_array_equal(verifier.cost[labels.index(("beam_m4", 4))], [prm_part] * 2)
   # Best-of-N's FLOPs at a smaller budget scale its samples' share, not the prompt's.
   small = flops.cost[labels.index(("best_of_n", 1))]
   assert (small > full / 4).all() and (small < full / 2).all()
@@ -133,6 +136,32 @@ def test_exchange_gives_the_small_model_its_flops_matched_budget():
   assert rows[1]["inference_tokens"] == pytest.approx(2.5e5)
   hard = rows[0]["bins"][1]
   assert (hard["small"], hard["large"], hard["winner"]) == (1.0, 0.5, "test-time compute")
+
+
+def test_exchange_counting_the_verifier_can_shrink_the_budget():
+  table = known_table()
+  bins = np.array([0] * 4 + [1] * 4)
+  optimal = study.compute_optimal(table, bins, 2, [4, 16], repeats=3)
+  assert [[c["strategy"] for c in p["choice"]] for p in optimal] == [["best_of_n", "beam"]] * 2
+  # Per question: the policy costs 10 FLOPs a sample; best-of-N's verifier 5 a sample,
+  # beam's 20 (it scores every step of every beam).
+  per_sample = {"best_of_n": 15.0, "beam": 30.0}
+  flops = ResultTable(table.options, table.accuracy,
+                      np.array([[per_sample[o.strategy] * o.budget] * 8 for o in table.options]),
+                      table.uids)
+  rows = study.exchange(table, optimal, bins, 2, np.ones(8, bool), params_ratio=2.0,
+                        ratios=[0.1, 0.25], pretraining_tokens=1e6, flops_table=flops,
+                        sample_flops=10.0)
+  # R = 0.1: X = 32 allows budget 16 by samples, but 320 FLOPs do not pay for budget
+  # 16's mean (240 + 480) / 2 = 360: counting the verifier, the budget is 4 (mean 90).
+  assert [r["budget_used"] for r in rows] == [16, 4]
+  counted = [r["counting_verifier"] for r in rows]
+  assert [c["budget_used"] for c in counted] == [4, 4]
+  assert [c["flops_allowed"] for c in counted] == pytest.approx([320.0, 140.0])
+  assert [c["flops_spent"] for c in counted] == pytest.approx([90.0, 90.0])
+  assert counted[0]["all"]["small"] == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="both flops_table and sample_flops"):
+    study.exchange(table, optimal, bins, 2, np.ones(8, bool), 2.0, [1.0], 1e6, flops_table=flops)
 
 
 def test_analyse_refuses_too_few_questions():

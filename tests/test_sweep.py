@@ -146,6 +146,21 @@ def test_a_sweep_workdir_refuses_other_models(tiny_models, tmp_path):
     arith_task.run_search_sweep(config, str(tmp_path))
 
 
+def test_a_sweep_workdir_refuses_retrained_weights_at_the_same_path(tiny_models, tmp_path):
+  import shutil
+  models = tmp_path / "models"
+  shutil.copytree(tiny_models, models)
+  config = tiny_sweep_config(models)
+  config.budgets = (2,)
+  config.strategies = [dict(name="beam", beam_width=2, label="beam_m2")]
+  arith_task.run_search_sweep(config, str(tmp_path / "run"), stop_after_units=0)
+  prm_config, _, _ = export.load_exported(str(models / "prm"))
+  export.export_model(str(models / "prm"), init_prm_params(prm_config, jax.random.PRNGKey(7)),
+                      prm_config)  # "retrained": same path, other weights
+  with pytest.raises(ValueError, match=r"another config \(keys that differ: \['weights'\]"):
+    arith_task.run_search_sweep(config, str(tmp_path / "run"))
+
+
 def test_report_reads_best_of_n_at_every_budget(tiny_models, full_sweep):
   from ttcjax import compute
   from ttcjax.sweep import report
@@ -206,7 +221,7 @@ def test_an_archive_summarises_complete_groups_and_a_sweep_continues_from_it(
   policy = compute.ModelCost.of_policy(testbed.load_policy(config.policy_dir)[0])
   prm = compute.ModelCost.of_prm(testbed.load_reward_model(config.prm_dir)[0])
   uids = [p.uid for p in testbed.evaluation_problems(config.problems_per_level)]
-  identity = arith_task.sweep_identity(config.to_dict())
+  identity = arith_task.sweep_identity(arith_task.recorded_config(config))
   store = str(tmp_path / "archive")
 
   def update(expected=uids):

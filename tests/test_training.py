@@ -149,13 +149,24 @@ def test_reward_batch_masks_are_exact():
   assert batch["labels"][0, first_end] == 0.25 and batch["labels"][0, eos] == 1.0
   # Position t predicts token t + 1: from the prompt's last token to the one before EOS.
   assert np.flatnonzero(batch["lm_mask"][0]).tolist() == list(range(prompt - 1, eos))
+  # Every step end is marked (an ORM labels only the last), and where the solution starts.
+  assert np.flatnonzero(batch["step_end"][0]).tolist() == [first_end, eos]
+  assert batch["solution_start"].tolist() == [prompt]
+  orm = reward_models.encode_reward_batch(tok, ["1+2=?\n"] * 2, [["1+2=3\n\n", "Answer: 3"]] * 2,
+                                          [[1.0, 1.0]] * 2, max_length=32, outcome_only=True,
+                                          lm_solutions=[True, False])
+  assert np.flatnonzero(orm["label_mask"][0]).tolist() == [eos]
+  assert np.flatnonzero(orm["step_end"][1]).tolist() == [first_end, eos]
+  # A wrong solution gets no LM term: the verifier must not learn to write it.
+  assert orm["lm_mask"][0].sum() == eos - prompt + 1 and orm["lm_mask"][1].sum() == 0
 
 
-def test_multitask_reward_loss_lowers_both_terms():
+@pytest.mark.parametrize("step_likelihood", [False, True])
+def test_multitask_reward_loss_lowers_both_terms(step_likelihood):
   import optax
   tok = testbed.tokenizer()
   config = TransformerConfig(vocab_size=tok.vocab_size, **TINY_MODEL)
-  prm_config = PrmConfig(config, head_hidden=8)
+  prm_config = PrmConfig(config, head_hidden=8, step_likelihood=step_likelihood)
   params = reward_models.backbone_from_policy(
       init_params(config, jax.random.PRNGKey(0)),
       init_prm_params(prm_config, jax.random.PRNGKey(1)), keep_lm_head=True)
@@ -194,6 +205,10 @@ def test_prm_from_a_policy_of_another_shape_is_refused():
   wider = PrmConfig(TransformerConfig(vocab_size=vocab, **dict(TINY_MODEL, hidden_size=48)))
   with pytest.raises(ValueError, match="shapes differ"):
     reward_models.backbone_from_policy(policy, init_prm_params(wider, jax.random.PRNGKey(1)))
+  other_vocabulary = PrmConfig(TransformerConfig(vocab_size=vocab + 5, **TINY_MODEL))
+  with pytest.raises(ValueError, match="shapes differ"):
+    reward_models.backbone_from_policy(policy, init_prm_params(other_vocabulary,
+                                                               jax.random.PRNGKey(1)))
   deeper = PrmConfig(TransformerConfig(vocab_size=vocab, **dict(TINY_MODEL, num_layers=3)))
   with pytest.raises(ValueError, match="lacks backbone parameters"):
     reward_models.backbone_from_policy(policy, init_prm_params(deeper, jax.random.PRNGKey(1)))
@@ -300,11 +315,13 @@ def test_stages_end_to_end_on_tiny_configs(tmp_path):
     c.data.held_out_fraction = 0.5
     c.model.head_hidden = 16
     c.model.lm_weight = 1.0 if stage == "prm" else 0.0
+    c.model.step_likelihood = stage == "prm"
     c.train.update(log_every=1, eval_every=1, save_every=2)
     out = pipeline.run(c, str(tmp_path / stage))
     assert np.isfinite(out["best_eval_loss"])
     prm_config, params, _ = export.load_exported(str(tmp_path / stage / "model"))
     assert prm_config.kind == "value" and "head" in params
+    assert prm_config.step_likelihood == (stage == "prm")
     assert ("lm_head" in params["backbone"]) == (stage == "prm")
     if stage == "prm":
       assert "lm_loss" in read_metrics(str(tmp_path / stage))[-1]

@@ -155,6 +155,6 @@ class SolutionScorer:
       tokens[r, p:p + g] = step_tokens[r, :g]
       ends[r, p:p + g] = step_end[r, :g]
     out = self._run(params, tokens=jnp.asarray(tokens), step_end=jnp.asarray(ends),
-                    lengths=jnp.asarray(total))
+                    lengths=jnp.asarray(total), prompt_lengths=jnp.asarray(prompt_lengths))
     scores, mask = jax.device_get(out)
     return np.asarray(scores), np.asarray(mask)

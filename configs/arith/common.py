@@ -25,7 +25,8 @@ def sft_config(model: dict, steps: int, learning_rate: float) -> ml_collections.
 
 def reward_config(stage: str, policy_dir: str, labels_path: str,
                   steps: int) -> ml_collections.ConfigDict:
-  """PRM (stage "prm") or ORM (stage "orm") training on Monte Carlo labels."""
+  """PRM (stage "prm") or ORM (stage "orm") training on Monte Carlo labels (the
+  original recipe: value head on the backbone's hidden state, BCE only)."""
   c = ml_collections.ConfigDict()
   c.stage = stage
   c.seed = 0
@@ -42,4 +43,20 @@ def reward_config(stage: str, policy_dir: str, labels_path: str,
                      b1=0.9, b2=0.95, weight_decay=0.01, clip_norm=1.0)
   c.train = dict(steps=steps, log_every=50, eval_every=100, save_every=100,
                  keep_checkpoints=2, early_stopping_patience=5)
+  return c
+
+
+def verifier_config(stage: str, step_likelihood: bool = True) -> ml_collections.ConfigDict:
+  """The testbed's verifiers since testbed v2: PRM or ORM from the larger policy,
+  multi-task (BCE on the labels plus next-token loss on the right solutions), the
+  head reading the step's likelihood features beside the hidden state.
+
+  The learning rate is 0.4x the larger policy's pretraining peak (7.5e-4), the usual
+  fine-tuning discount; no sweep was run for it (one CPU-hour per run).
+  """
+  c = reward_config(stage, policy_dir="checkpoints/arith/policy_large",
+                    labels_path="runs/mc_labels/labels.jsonl", steps=1000)
+  c.model.lm_weight = 1.0
+  c.model.step_likelihood = step_likelihood
+  c.optimizer.learning_rate = 3e-4
   return c

@@ -6,6 +6,7 @@ testbed ships and what training stages write when they finish.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Mapping
@@ -42,7 +43,8 @@ def _prm_to_dict(config: PrmConfig) -> dict[str, Any]:
   return {"backbone": config.backbone.to_dict(), "kind": config.kind,
           "num_labels": config.num_labels, "head_hidden": config.head_hidden,
           "positive_token_id": config.positive_token_id,
-          "negative_token_id": config.negative_token_id}
+          "negative_token_id": config.negative_token_id,
+          "step_likelihood": config.step_likelihood}
 
 
 def load_exported(directory: str):
@@ -73,3 +75,16 @@ def load_exported(directory: str):
   flat = load_file(weights_path)
   params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
   return config, jax.tree.map(jax.numpy.asarray, params), meta.get("extra", {})
+
+
+def weights_fingerprint(directory: str) -> str:
+  """The first 16 hex digits of the SHA-256 of an export's `model.safetensors`: what a
+  run records so that results of other weights at the same path are never mixed."""
+  path = os.path.join(directory, "model.safetensors")
+  if not os.path.exists(path):
+    raise ValueError(f"No exported model in {directory} (expected {path}).")
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()[:16]

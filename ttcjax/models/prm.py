@@ -6,6 +6,10 @@ Two head kinds cover the published PRMs:
   sigmoid(logit); ``num_labels=2`` gives softmax(logits)[1], the layout of
   Qwen2.5-Math-PRM (Linear(H, H) -> ReLU -> Linear(H, 2), read at each ``<extra_0>``
   separator). ``head_hidden=None`` makes the head a single linear layer.
+  ``step_likelihood=True`` also feeds the head the backbone's own surprise at the
+  step: the least and the mean log-probability its language-model head gave the
+  step's tokens (`step_likelihood_features`), so a step's score can read whether
+  the verifier would have written the step's result itself.
 * ``"token_logit"``: the language-model head itself, Math-Shepherd style: at a tag
   token, score = P("+") / (P("+") + P("-")) = sigmoid(logit(+) - logit(-)). Only the
   two output rows are multiplied, not the whole vocabulary.
@@ -47,6 +51,8 @@ class PrmConfig:
     head_hidden: width of the head's hidden layer (ReLU MLP), or None for a
       single linear layer; value heads.
     positive_token_id / negative_token_id: the "+" and "-" tokens; token-logit heads.
+    step_likelihood: feed a value head the step's likelihood features beside the
+      hidden state (the params then hold the backbone's LM head).
   """
 
   backbone: TransformerConfig
@@ -55,8 +61,12 @@ class PrmConfig:
   head_hidden: int | None = None
   positive_token_id: int | None = None
   negative_token_id: int | None = None
+  step_likelihood: bool = False
 
   def __post_init__(self):
+    if self.step_likelihood and self.kind != "value":
+      raise ValueError("step_likelihood feeds a value head; a token-logit PRM reads the LM "
+                       "head already. Use kind='value' or step_likelihood=False.")
     if self.kind == "value":
       if self.num_labels not in (1, 2):
         raise ValueError(f"A value head has 1 or 2 labels, got num_labels={self.num_labels}.")
@@ -75,23 +85,77 @@ class PrmConfig:
     if self.kind == "token_logit":
       return self.backbone.num_params
     h = self.backbone.hidden_size
+    inputs = h + (NUM_LIKELIHOOD_FEATURES if self.step_likelihood else 0)
     if self.head_hidden is None:
-      head = h * self.num_labels + self.num_labels
+      head = inputs * self.num_labels + self.num_labels
     else:
-      head = h * self.head_hidden + self.head_hidden + self.head_hidden * self.num_labels + self.num_labels
-    # A value PRM never uses the backbone's output projection.
-    unused = 0 if self.backbone.tie_word_embeddings else self.backbone.vocab_size * h
+      head = (inputs * self.head_hidden + self.head_hidden + self.head_hidden * self.num_labels
+              + self.num_labels)
+    # A value PRM uses the backbone's output projection only for likelihood features.
+    reads_lm_head = self.step_likelihood or self.backbone.tie_word_embeddings
+    unused = 0 if reads_lm_head else self.backbone.vocab_size * h
     return self.backbone.num_params - unused + head
+
+
+NUM_LIKELIHOOD_FEATURES = 2  # the step's least and mean token log-probability
+_LOG_PROB_FLOOR = -30.0  # keeps a near-impossible token's feature finite
+
+
+def step_likelihood_features(logits: jax.Array, tokens: jax.Array, step_end: jax.Array | None,
+                             solution_start: jax.Array | None = None,
+                             num_new: jax.Array | None = None) -> jax.Array:
+  """The least and mean log-probability of each step's tokens so far, per position.
+
+  A step's tokens are those after the previous step end (or after `solution_start`)
+  up to the position; each step's first token is left out, because in a search the
+  chunk of new tokens starts with it and its prediction sits in an earlier chunk.
+  Positions with no counted token get 0 for both.
+
+  Args:
+    logits: [B, K, V] next-token logits (position t predicts token t + 1).
+    tokens: [B, K] the chunk's tokens.
+    step_end: [B, K] bool, the positions that end a step (None: none do).
+    solution_start: [B] int32, the chunk position of the solution's first token (a
+      whole prompt-plus-solution sequence); default 0 (a chunk that starts a step).
+    num_new: [B] valid tokens per row (default K).
+
+  Returns:
+    [B, K, 2] float32: (least, mean) log-probability of the counted tokens.
+  """
+  batch, length = tokens.shape
+  positions = jnp.arange(length)
+  if step_end is None:
+    step_end = jnp.zeros((batch, length), bool)
+  if solution_start is None:
+    solution_start = jnp.zeros((batch,), jnp.int32)
+  if num_new is None:
+    num_new = jnp.full((batch,), length, jnp.int32)
+  log_probs = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+  token_log_prob = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)[..., 0]
+  token_log_prob = jnp.maximum(jnp.pad(token_log_prob, ((0, 0), (1, 0))), _LOG_PROB_FLOOR)
+  after_end = jnp.pad(step_end[:, :-1], ((0, 0), (1, 0)))  # the token after a step end
+  counted = ((positions[None] > solution_start[:, None]) & ~after_end
+             & (positions[None] < num_new[:, None]))
+  # Segment ids: steps are numbered by the step ends before them.
+  segment = jnp.cumsum(after_end, axis=1)
+  same = ((segment[:, :, None] == segment[:, None, :])
+          & (positions[None, None, :] <= positions[None, :, None]) & counted[:, None, :])
+  least = jnp.min(jnp.where(same, token_log_prob[:, None, :], 0.0), axis=-1)
+  total = jnp.sum(jnp.where(same, token_log_prob[:, None, :], 0.0), axis=-1)
+  mean = total / jnp.maximum(jnp.sum(same, axis=-1), 1)
+  return jnp.stack([least, mean], axis=-1)
 
 
 class ValueHead(nn.Module):
   config: PrmConfig
 
   @nn.compact
-  def __call__(self, hidden):
+  def __call__(self, hidden, features=None):
     cfg = self.config
     dense = lambda n, name: Linear(n, True, jnp.float32, cfg.backbone.jnp_param_dtype, name=name)
     x = hidden.astype(jnp.float32)
+    if features is not None:
+      x = jnp.concatenate([x, features.astype(jnp.float32)], axis=-1)
     if cfg.head_hidden is not None:
       x = nn.relu(dense(cfg.head_hidden, "dense_0")(x))
     logits = dense(cfg.num_labels, "dense_1")(x)
@@ -108,11 +172,16 @@ class ProcessRewardModel(nn.Module):
     if self.config.kind == "value":
       self.head = ValueHead(self.config)
 
-  def __call__(self, tokens, cache=None, num_new=None):
-    out = self.backbone(tokens, cache, num_new, logits="none")
+  def __call__(self, tokens, cache=None, num_new=None, step_end=None, solution_start=None):
     cfg = self.config
     if cfg.kind == "value":
+      if cfg.step_likelihood:
+        out = self.backbone(tokens, cache, num_new, logits="all")
+        features = step_likelihood_features(out.logits, tokens, step_end, solution_start, num_new)
+        return self.head(out.hidden, features), out.cache
+      out = self.backbone(tokens, cache, num_new, logits="none")
       return self.head(out.hidden), out.cache
+    out = self.backbone(tokens, cache, num_new, logits="none")
     plus_minus = jnp.array([cfg.positive_token_id, cfg.negative_token_id])
     bb = self.backbone
     if cfg.backbone.tie_word_embeddings:
@@ -122,14 +191,18 @@ class ProcessRewardModel(nn.Module):
     logits = jnp.einsum("bkh,hc->bkc", out.hidden.astype(jnp.float32), rows.astype(jnp.float32))
     return jax.nn.sigmoid(logits[..., 0] - logits[..., 1]), out.cache
 
-  def scores_and_logits(self, tokens, num_new=None):
+  def scores_and_logits(self, tokens, num_new=None, step_end=None, solution_start=None):
     """(scores [B, L], next-token logits [B, L, V]) in one pass, for training a value
     head beside the backbone's language-model head (which the params must then hold)."""
     out = self.backbone(tokens, None, num_new, logits="all")
-    return self.head(out.hidden), out.logits
+    features = None
+    if self.config.step_likelihood:
+      features = step_likelihood_features(out.logits, tokens, step_end, solution_start, num_new)
+    return self.head(out.hidden, features), out.logits
 
   def init_all(self, tokens):
-    """Creates every parameter the PRM reads (the LM head only for token-logit heads)."""
+    """Creates every parameter the PRM reads (the LM head only for token-logit heads
+    and likelihood features)."""
     if self.config.kind == "token_logit":
       self.backbone(tokens, logits="all")
     return self(tokens)
@@ -142,7 +215,8 @@ def init_prm_params(config: PrmConfig, rng: jax.Array):
 
 
 def token_scores(params, config: PrmConfig, tokens: jax.Array, cache: KVCache | None = None,
-                 num_new: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+                 num_new: jax.Array | None = None, step_end: jax.Array | None = None,
+                 solution_start: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
   """The PRM's score at every position, in [0, 1].
 
   Args:
@@ -151,6 +225,10 @@ def token_scores(params, config: PrmConfig, tokens: jax.Array, cache: KVCache | 
     tokens: [B, K] int32.
     cache: optional PRM KV cache (the chunk is appended to it, as in `forward`).
     num_new: [B] valid tokens per row (default K).
+    step_end: [B, K] bool step ends, read only by `step_likelihood` heads (a chunk
+      then starts a step, or the solution starts at `solution_start`).
+    solution_start: [B] int32, where the solution starts in a whole sequence
+      (`step_likelihood_features`).
 
   Returns:
     (scores [B, K] float32, updated cache or None).
@@ -160,7 +238,8 @@ def token_scores(params, config: PrmConfig, tokens: jax.Array, cache: KVCache | 
   if cache is not None and cache.batch_size != tokens.shape[0]:
     raise ValueError(
         f"PRM cache has {cache.batch_size} rows but tokens have batch {tokens.shape[0]}.")
-  return ProcessRewardModel(config).apply({"params": params}, tokens, cache, num_new)
+  return ProcessRewardModel(config).apply({"params": params}, tokens, cache, num_new, step_end,
+                                          solution_start)
 
 
 class StepScores(NamedTuple):
@@ -209,7 +288,7 @@ def gather_step_scores(scores: jax.Array, step_end: jax.Array, max_steps: int,
 
 def score_steps(params, config: PrmConfig, tokens: jax.Array, step_end: jax.Array,
                 max_steps: int, lengths: jax.Array | None = None,
-                keep_last: bool = False) -> StepScores:
+                keep_last: bool = False, prompt_lengths: jax.Array | None = None) -> StepScores:
   """Scores every step of whole sequences in one forward pass.
 
   Args:
@@ -220,11 +299,14 @@ def score_steps(params, config: PrmConfig, tokens: jax.Array, step_end: jax.Arra
     max_steps: S.
     lengths: [B] valid tokens per row (default L); step ends past it are ignored.
     keep_last: see `gather_step_scores`.
+    prompt_lengths: [B] tokens of each row's prompt, where its solution starts (read
+      by `step_likelihood` heads; default 0).
 
   Returns:
     `StepScores` ([B, S] scores and mask).
   """
-  scores, _ = token_scores(params, config, tokens, num_new=lengths)
+  scores, _ = token_scores(params, config, tokens, num_new=lengths, step_end=step_end,
+                           solution_start=prompt_lengths)
   if lengths is not None:
     step_end = step_end & (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None])
   return gather_step_scores(scores, step_end, max_steps, keep_last=keep_last)
@@ -260,7 +342,8 @@ def transformer_prm_fn(config: PrmConfig) -> PrmFn:
   """The `PrmFn` of a ttcjax PRM (value or token-logit head) with a `KVCache`."""
 
   def score(params, tokens, cache, num_new, step_end=None):
-    del step_end  # every position is scored
-    return token_scores(params, config, tokens, cache, num_new)
+    # Every position is scored; a step-likelihood head also reads where steps end
+    # (each chunk after the prompt starts a step).
+    return token_scores(params, config, tokens, cache, num_new, step_end)
 
   return score

@@ -66,15 +66,16 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
   if len(uids) < 2 * num_bins:
     raise ValueError(f"{len(uids)} questions are too few for {num_bins} bins and two folds; "
                      f"use at least {2 * num_bins}.")
-  samples_table, flops_table = outcome_tables(sweep_records, uids, budgets, small_policy, prm,
-                                              selection, num_draws)
+  samples_table, flops_table, verifier_table = outcome_tables(
+      sweep_records, uids, budgets, small_policy, prm, selection, num_draws)
   samples_table.require([BEST_OF_N])
   run_budgets = sorted(budgets)
   curves = {}
   for s in samples_table.strategies():
     budgets_s, accuracy, _ = curve(samples_table, s)
     curves[s] = {"budgets": budgets_s, "accuracy": accuracy,
-                 "mean_flops": curve(flops_table, s)[2]}
+                 "mean_flops": curve(flops_table, s)[2],
+                 "mean_verifier_flops": curve(verifier_table, s)[2]}
   bins = difficulty_bins(difficulty_records, uids, num_bins)
   num_samples = len(difficulty_records[0]["answers"])
   estimate_cost = {"samples": float(num_samples),
@@ -98,12 +99,17 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
     if not params_ratio or not pretraining_tokens:
       raise ValueError("The exchange needs params_ratio and pretraining_tokens (D_pretrain).")
     large_correct = np.array([by_uid[u]["correct"][0] for u in uids], bool)
+    # One sample's policy FLOPs per question, from the difficulty run's samples: the
+    # unit in which the verifier-counting exchange measures X.
+    sample_flops = float(np.mean([r["flops"]["policy_flops"] for r in difficulty_records])
+                         / num_samples)
     exchange_rows = exchange(samples_table, optimal["oracle"], bins["oracle"].bins, num_bins,
                              large_correct, params_ratio, exchange_ratios, pretraining_tokens,
-                             large_pretraining_tokens)
+                             large_pretraining_tokens, flops_table, sample_flops)
     exchange_result = {"params_ratio": params_ratio, "pretraining_tokens": pretraining_tokens,
                        "large_pretraining_tokens": large_pretraining_tokens or pretraining_tokens,
                        "large_greedy_accuracy": float(large_correct.mean()),
+                       "sample_policy_flops": sample_flops,
                        "rows": exchange_rows}
   return {
       "questions": len(uids), "num_bins": num_bins, "selection": selection,

@@ -88,8 +88,16 @@ def findings(curves: dict, bins_table: dict, ratios: dict,
     hard = large_r["bins"][-1]
     add("At R << 1 test-time compute beats the larger model on easy questions.",
         easy["small"] > easy["large"], f"R={small_r['R']}, bin 1: small {easy['small']:.3f}, "
-        f"large {easy['large']:.3f}")
+        f"large {easy['large']:.3f}" + _counted_bin(small_r, 0))
     add("On the hardest questions at large R, pretraining (the larger model) wins.",
         hard["large"] > hard["small"], f"R={large_r['R']}, last bin: small {hard['small']:.3f}, "
-        f"large {hard['large']:.3f}")
+        f"large {hard['large']:.3f}" + _counted_bin(large_r, -1))
   return out
+
+
+def _counted_bin(row: dict, index: int) -> str:
+  """The exchange's small-model accuracy in one bin when the verifier's FLOPs count too."""
+  if "counting_verifier" not in row:
+    return ""
+  return (f" (counting the verifier's FLOPs too: small "
+          f"{row['counting_verifier']['bins'][index]['small']:.3f})")

@@ -33,8 +33,8 @@ def _group(records: Sequence[dict]) -> dict[tuple[str, int], dict[int, dict[str,
 def outcome_tables(records: Sequence[dict], uids: Sequence[str], budgets: Sequence[int],
                    policy_cost: compute.ModelCost, prm_cost: compute.ModelCost,
                    selection: str = "weighted_last", num_draws: int = 16
-                   ) -> tuple[ResultTable, ResultTable]:
-  """Per-question expected correctness of every option, with two costs.
+                   ) -> tuple[ResultTable, ResultTable, ResultTable]:
+  """Per-question expected correctness of every option, with three costs.
 
   Args:
     records: a sweep's records; every (strategy, budget) must cover `uids`.
@@ -46,19 +46,22 @@ def outcome_tables(records: Sequence[dict], uids: Sequence[str], budgets: Sequen
     num_draws: random subsets averaged for best-of-N below its run's N.
 
   Returns:
-    (samples table, FLOPs table): the same options and accuracy [O, Q]; cost is the
-    generation budget in the first and the FLOPs spent in the second. Seeds are
-    averaged.
+    (samples table, FLOPs table, verifier FLOPs table): the same options and accuracy
+    [O, Q]; cost is the generation budget in the first, the FLOPs spent (policy and
+    verifier) in the second, and the verifier's share of them in the third. Seeds
+    are averaged.
 
   Raises:
     ValueError: a (strategy, budget) run lacks some of the questions.
   """
-  options, accuracy, flops = [], [], []
+  options, accuracy, flops, verifier_flops = [], [], [], []
 
-  def add(option: Option, per_seed: list[np.ndarray], per_seed_flops: list[np.ndarray]):
+  def add(option: Option, per_seed: list[np.ndarray], per_seed_flops: list[np.ndarray],
+          per_seed_verifier: list[np.ndarray]):
     options.append(option)
     accuracy.append(np.mean(per_seed, axis=0))
     flops.append(np.mean(per_seed_flops, axis=0))
+    verifier_flops.append(np.mean(per_seed_verifier, axis=0))
 
   for (label, run_budget), by_seed in sorted(_group(records).items()):
     for seed, by_uid in by_seed.items():
@@ -73,17 +76,22 @@ def outcome_tables(records: Sequence[dict], uids: Sequence[str], budgets: Sequen
       runs = [[by_uid[u] for u in uids] for by_uid in by_seed.values()]
       add(Option(label, first["generation_budget"]),
           [report.problem_accuracy(run, selection) for run in runs],
-          [np.array([r["flops"]["total_flops"] for r in run]) for run in runs])
+          [np.array([r["flops"]["total_flops"] for r in run]) for run in runs],
+          [np.array([r["flops"]["prm_flops"] for r in run]) for run in runs])
       continue
     for size in [b for b in budgets if b <= run_budget]:
       for option_label, rule in ((label, selection), (MAJORITY, "majority")):
-        per_seed, per_seed_flops = [], []
+        per_seed, per_seed_flops, per_seed_verifier = [], [], []
         for seed, by_uid in sorted(by_seed.items()):
           run = [by_uid[u] for u in uids]
           per_seed.append(report.problem_accuracy(run, rule, size, num_draws, seed))
           per_seed_flops.append(np.array([report.subset_flops(r, size / run_budget, policy_cost,
                                                               prm_cost) for r in run]))
-        add(Option(option_label, size), per_seed, per_seed_flops)
+          # Majority voting reads no verifier score, but the samples were scored in the
+          # search: the FLOPs were spent either way.
+          per_seed_verifier.append(np.array([report.subset_flops(
+              r, size / run_budget, policy_cost, prm_cost, "prm_flops") for r in run]))
+        add(Option(option_label, size), per_seed, per_seed_flops, per_seed_verifier)
   if len({(o.strategy, o.budget) for o in options}) != len(options):
     raise ValueError("Two runs give the same (strategy, budget); keep one best-of-N run per label.")
   # Best-of-N first: the solvers break ties by the first option listed, so they leave
@@ -94,7 +102,8 @@ def outcome_tables(records: Sequence[dict], uids: Sequence[str], budgets: Sequen
   acc = np.array(accuracy)[order]
   samples = np.array([[float(o.budget)] * len(uids) for o in options])
   return (ResultTable(tuple(options), acc, samples, tuple(uids)),
-          ResultTable(tuple(options), acc, np.array(flops)[order], tuple(uids)))
+          ResultTable(tuple(options), acc, np.array(flops)[order], tuple(uids)),
+          ResultTable(tuple(options), acc, np.array(verifier_flops)[order], tuple(uids)))
 
 
 def curve(table: ResultTable, strategy: str) -> tuple[list[int], list[float], list[float]]:

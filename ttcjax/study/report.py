@@ -50,12 +50,17 @@ def render(results: dict, summary: dict) -> str:
   out += [
       "## Accuracy against generation budget", "",
       "Mean accuracy over all questions, FLOPs per question in brackets (policy and PRM, "
-      "live context).", ""]
+      "live context), and the PRM's share of them.", ""]
   rows = []
   for strategy, c in sorted(results["curves"].items()):
-    cells = dict(zip(c["budgets"], zip(c["accuracy"], c["mean_flops"])))
-    rows.append([strategy] + [f"{cells[b][0]:.3f} ({cells[b][1]:.2g})" if b in cells else "-"
-                              for b in budgets])
+    cells = dict(zip(c["budgets"], zip(c["accuracy"], c["mean_flops"],
+                                       c["mean_verifier_flops"])))
+
+    def cell(b):
+      acc, flops, verifier = cells[b]
+      return f"{acc:.3f} ({flops:.2g}, PRM {verifier / flops:.0%})"
+
+    rows.append([strategy] + [cell(b) if b in cells else "-" for b in budgets])
   out += _table(["strategy"] + [str(b) for b in budgets], rows)
   out += ["![accuracy vs budget](accuracy_vs_budget.png)", "",
           "## Per difficulty bin (oracle bins; 1 = easiest)", ""]
@@ -140,4 +145,20 @@ def _exchange_section(results: dict, k: int) -> list[str]:
                 + [f"{row['all']['small']:.3f} / {row['all']['large']:.3f}"])
   out += _table(["R", "X", "budget used"] + [f"bin {i + 1} small / large" for i in range(k)]
                 + ["all"], rows)
+  counted = [row for row in ex["rows"] if "counting_verifier" in row]
+  if counted:
+    out += ["That unit, like the paper's formula, counts the policy's FLOPs only. Counting "
+            "the verifier's too, the small policy may spend X times one sample's policy FLOPs "
+            f"({ex['sample_policy_flops']:.3g} per question) on policy and verifier together, "
+            "and gets the largest budget whose compute-optimal choice spent no more:", ""]
+    rows = []
+    for row in counted:
+      v = row["counting_verifier"]
+      rows.append([f"{row['R']:g}", f"{v['flops_allowed']:.3g}", f"{v['flops_spent']:.3g}",
+                   f"{v['budget_used']}" + (f" ({v['budget_note']})" if v["budget_note"]
+                                            else "")]
+                  + [f"{b['small']:.2f} / {b['large']:.2f}" for b in v["bins"]]
+                  + [f"{v['all']['small']:.3f} / {v['all']['large']:.3f}"])
+    out += _table(["R", "FLOPs allowed", "FLOPs spent", "budget used"]
+                  + [f"bin {i + 1} small / large" for i in range(k)] + ["all"], rows)
   return out + ["![exchange](exchange.png)", ""]

@@ -106,9 +106,11 @@ def problem_pass_at(records: Sequence[dict], size: int, num_draws: int = 16,
   return hits / draws
 
 
-def subset_flops(record: dict, fraction: float, policy_cost, prm_cost) -> float:
+def subset_flops(record: dict, fraction: float, policy_cost, prm_cost,
+                 part: str = "total_flops") -> float:
   """FLOPs of a best-of-N record had it drawn `fraction` of its samples: the prompt's
-  prefill (once per problem) stays, the samples' share scales."""
+  prefill (once per problem) stays, the samples' share scales. `part`: a key of
+  `compute.search_flops` ("total_flops", "policy_flops" or "prm_flops")."""
   c = record["compute"]
   prompt = c["policy_prefilled"] + 1
   policy_prompt_context = (prompt - 1) * prompt / 2
@@ -121,7 +123,7 @@ def subset_flops(record: dict, fraction: float, policy_cost, prm_cost) -> float:
       "prm_scored": prompt + (c["prm_scored"] - prompt) * fraction,
       "prm_context": prm_prompt_context + (c["prm_context"] - prm_prompt_context) * fraction,
   }
-  return float(compute.search_flops(scaled, policy_cost, prm_cost)["total_flops"])
+  return float(compute.search_flops(scaled, policy_cost, prm_cost)[part])
 
 
 def budget_table(records: Iterable[dict], budgets: Sequence[int], policy_cost=None,

@@ -177,6 +177,9 @@ def train(*, workdir: str, params, loss_fn: LossFn, batch_fn: Callable[[int], Ba
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"}, refresh=False)
+        if bar.disable:  # not a terminal: one line per record instead of a bar
+          print(f"{description} step {done}/{loop.num_steps} " + " ".join(
+              f"{k}={v:.4g}" for k, v in record.items() if k != "step"), flush=True)
       checkpointer.maybe_save(done, state, force=done == loop.num_steps or stopped_early)
       bar.update(1)
   bar.close()

@@ -239,7 +239,11 @@ def label_to_file(labeler: MonteCarloLabeler, problems: Sequence, prompts: Seque
       f.flush()
       elapsed = time.perf_counter() - start
       bar.update(len(chunk))
-      bar.set_postfix(tok_s=f"{(labeler.tokens_generated - tokens_before) / elapsed:.0f}")
+      tokens_per_s = (labeler.tokens_generated - tokens_before) / elapsed
+      bar.set_postfix(tok_s=f"{tokens_per_s:.0f}")
+      if bar.disable:  # not a terminal: one line per batch instead of a bar
+        print(f"mc-labels {bar.n}/{len(problems)} problems, {elapsed:.0f} s, "
+              f"{tokens_per_s:.0f} tokens/s", flush=True)
   elapsed = time.perf_counter() - start
   generated = labeler.tokens_generated - tokens_before
   return {"problems": len(todo), "tokens_generated": generated, "wall_s": elapsed,

@@ -168,7 +168,8 @@ def _reward_examples(records: list[dict], outcome: bool):
   for record in records:
     for sample in record["samples"]:
       labels = [float(sample["correct"])] * len(sample["steps"]) if outcome else sample["labels"]
-      examples.append((record["uid"], record["prompt"], sample["steps"], labels))
+      examples.append((record["uid"], record["prompt"], sample["steps"], labels,
+                       bool(sample["correct"])))
   return examples
 
 
@@ -176,13 +177,16 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
   outcome = config.stage == "orm"
   tokenizer = testbed.tokenizer()
   policy_config, policy_params, _ = testbed.load_policy(config.policy_dir)
+  # Older configs lack the two options: both off.
+  step_likelihood = bool(config.model.get("step_likelihood", False))
   prm_config = PrmConfig(policy_config, kind="value", num_labels=1,
-                         head_hidden=config.model.head_hidden)
+                         head_hidden=config.model.head_hidden, step_likelihood=step_likelihood)
   params = init_prm_params(prm_config, jax.random.PRNGKey(config.seed))
-  # The multi-task objective keeps next-token prediction on the solutions beside the
-  # step loss, through the policy's own LM head (`reward_models`).
+  # The multi-task objective keeps next-token prediction on the right solutions beside
+  # the step loss, through the policy's own LM head (`reward_models`).
   lm_weight = float(config.model.get("lm_weight", 0.0))
-  params = reward_models.backbone_from_policy(policy_params, params, keep_lm_head=lm_weight > 0)
+  params = reward_models.backbone_from_policy(policy_params, params,
+                                              keep_lm_head=lm_weight > 0 or step_likelihood)
   records = mc_labels.read_labels(config.labels_path)
   if not records:
     raise ValueError(f"{config.labels_path} holds no labelled problems.")
@@ -200,7 +204,7 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
     return reward_models.encode_reward_batch(
         tokenizer, [e[1] for e in examples], [e[2] for e in examples],
         [e[3] for e in examples], d.max_length, outcome_only=outcome,
-        pad_to_multiple=_PAD_MULTIPLE)
+        pad_to_multiple=_PAD_MULTIPLE, lm_solutions=[e[4] for e in examples])
 
   per_epoch = max(1, len(train_ex) // d.batch_size)
   sizes = np.array([len(e[1]) + sum(len(step) for step in e[2]) for e in train_ex])

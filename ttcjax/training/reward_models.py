@@ -13,8 +13,11 @@ Either may keep the language-model objective beside it (`reward_loss(...,
 lm_weight > 0)`): next-token cross-entropy on the solution's tokens through the
 backbone's own LM head, so that fine-tuning the head's inputs does not wash out the
 arithmetic the backbone learnt as a policy (the value head reads what the backbone
-still computes). The LM head then stays in the parameters (`backbone_from_policy(...,
-keep_lm_head=True)`); scoring ignores it.
+still computes). The term covers only the solutions whose final answer is right
+(`encode_reward_batch(lm_solutions=...)`): next-token loss on the policy's wrong
+solutions would teach the verifier the very mistakes it has to catch. The LM head
+then stays in the parameters (`backbone_from_policy(..., keep_lm_head=True)`);
+scoring reads it only for a `step_likelihood` head.
 
 B denotes the batch dimension and L the padded sequence length.
 """
@@ -36,7 +39,8 @@ _EPS = 1e-6
 def encode_reward_batch(tokenizer: Tokenizer, prompts: Sequence[str],
                         steps: Sequence[Sequence[str]], labels: Sequence[Sequence[float]],
                         max_length: int, outcome_only: bool = False,
-                        pad_to_multiple: int | None = None) -> dict[str, np.ndarray]:
+                        pad_to_multiple: int | None = None,
+                        lm_solutions: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
   """Tokenises labelled solutions.
 
   Args:
@@ -49,17 +53,22 @@ def encode_reward_batch(tokenizer: Tokenizer, prompts: Sequence[str],
     outcome_only: label only the final step (ORM).
     pad_to_multiple: pad only to the batch's longest sequence rounded up to this
       multiple (as `sft.encode_sft_batch`).
+    lm_solutions: B flags, which solutions the LM term covers (default all).
 
   Returns:
     {"tokens": [B, L] int32, "lengths": [B] int32, "label_mask": [B, L] float32,
      "labels": [B, L] float32, "lm_mask": [B, L] float32: 1 at positions whose next
-     token is a solution token (the first step's first token through the EOS)}.
+     token is a solution token (the first step's first token through the EOS) of a
+     solution in `lm_solutions`, "step_end": [B, L] bool at every step's last token
+     (labelled or not), "solution_start": [B] int32, the first solution token}.
   """
   batch = len(prompts)
-  if not batch or not (batch == len(steps) == len(labels)):
+  if lm_solutions is None:
+    lm_solutions = [True] * batch
+  if not batch or not (batch == len(steps) == len(labels) == len(lm_solutions)):
     raise ValueError(
-        f"Need the same positive number of prompts, step lists and label lists, got "
-        f"{len(prompts)}, {len(steps)}, {len(labels)}.")
+        f"Need the same positive number of prompts, step lists, label lists and LM flags, "
+        f"got {len(prompts)}, {len(steps)}, {len(labels)}, {len(lm_solutions)}.")
   encoded = []
   for i in range(batch):
     if len(steps[i]) != len(labels[i]):
@@ -81,17 +90,22 @@ def encode_reward_batch(tokenizer: Tokenizer, prompts: Sequence[str],
   label_mask = np.zeros((batch, max_length), np.float32)
   targets = np.zeros((batch, max_length), np.float32)
   lm_mask = np.zeros((batch, max_length), np.float32)
+  step_end = np.zeros((batch, max_length), bool)
+  solution_start = np.zeros((batch,), np.int32)
   lengths = np.zeros((batch,), np.int32)
   for i, (ids, ends, prompt_length) in enumerate(encoded):
     tokens[i, :len(ids)] = ids
     lengths[i] = len(ids)
-    lm_mask[i, prompt_length - 1:len(ids) - 1] = 1.0  # position t predicts token t + 1
+    solution_start[i] = prompt_length
+    step_end[i, ends] = True
+    if lm_solutions[i]:
+      lm_mask[i, prompt_length - 1:len(ids) - 1] = 1.0  # position t predicts token t + 1
     chosen = list(zip(ends, labels[i]))[-1:] if outcome_only else zip(ends, labels[i])
     for position, label in chosen:
       label_mask[i, position] = 1.0
       targets[i, position] = label
   return {"tokens": tokens, "lengths": lengths, "label_mask": label_mask, "labels": targets,
-          "lm_mask": lm_mask}
+          "lm_mask": lm_mask, "step_end": step_end, "solution_start": solution_start}
 
 
 def reward_loss(config: PrmConfig, lm_weight: float = 0.0):
@@ -109,11 +123,12 @@ def reward_loss(config: PrmConfig, lm_weight: float = 0.0):
   model = ProcessRewardModel(config)
 
   def loss_fn(params, batch):
+    steps = dict(step_end=batch["step_end"], solution_start=batch["solution_start"])
     if lm_weight:
       scores, logits = model.apply({"params": params}, batch["tokens"], batch["lengths"],
-                                   method=ProcessRewardModel.scores_and_logits)
+                                   **steps, method=ProcessRewardModel.scores_and_logits)
     else:
-      scores, _ = token_scores(params, config, batch["tokens"], num_new=batch["lengths"])
+      scores, _ = token_scores(params, config, batch["tokens"], num_new=batch["lengths"], **steps)
     p = jnp.clip(scores, _EPS, 1 - _EPS)
     y = batch["labels"]
     bce = -(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))

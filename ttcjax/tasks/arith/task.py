@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from ttcjax import compute, parallel, rundir, sweep
+from ttcjax.models import export
 from ttcjax.sampling import Sampler
 from ttcjax.study import allocation, runner as study_runner
 from ttcjax.study.outcomes import BEST_OF_N, MAJORITY
@@ -47,6 +48,14 @@ def sweep_identity(config: dict) -> dict:
   return {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
 
 
+def recorded_config(config) -> dict:
+  """The sweep config as its workdir and archive record it: with the fingerprints of
+  the weights it searched with, since retrained checkpoints keep their paths."""
+  return dict(config.to_dict(), weights={
+      "policy": export.weights_fingerprint(config.policy_dir),
+      "prm": export.weights_fingerprint(config.prm_dir)})
+
+
 def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | None = None,
                      progress=None, archive_dir: str | None = None) -> dict:
   """Runs (or resumes) the sweep a `configs/arith/sweep.py` config describes.
@@ -57,9 +66,10 @@ def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | No
   """
   # Results are keyed by (strategy, budget, seed, problem) and a problem's search
   # depends only on its id, so a sweep may be widened in place.
-  rundir.check_run_config(workdir, config.to_dict(), ignore=_NOT_IDENTITY)
+  recorded = recorded_config(config)
+  rundir.check_run_config(workdir, recorded, ignore=_NOT_IDENTITY)
   summaries = archive.read(archive_dir)
-  archive.check_same_sweep(summaries, sweep_identity(config.to_dict()))
+  archive.check_same_sweep(summaries, sweep_identity(recorded))
   problems = testbed.evaluation_problems(config.problems_per_level)
   archive.check_problems(summaries, [p.uid for p in problems])
   runner = testbed.search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh)
