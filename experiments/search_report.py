@@ -30,6 +30,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A sweep's run directory.")
 _ARCHIVE = flags.DEFINE_string("archive", None, "A directory of archived sweep groups.")
 _UPDATE = flags.DEFINE_bool("update_archive", False, "Summarise the workdir's complete "
                             "groups into --archive first (never rewriting one).")
+_SKIP_DAMAGED = flags.DEFINE_bool(
+    "skip_damaged", False, "Report without the workdir's damaged result lines (counted), "
+    "instead of refusing the file.")
 _JSON = flags.DEFINE_string("json", None, "Where to write the rows and wall times (JSON).")
 _RULE = flags.DEFINE_enum("rule", "weighted_last", list(report.COLUMNS),
                           "Selection rule shown in the table.")
@@ -45,15 +48,27 @@ def main(argv):
     raise ValueError("--update_archive needs both --workdir and --archive.")
   records = []
   if _WORKDIR.value:
-    with open(os.path.join(_WORKDIR.value, "run_config.json")) as f:
-      config = json.load(f)
+    config_path = os.path.join(_WORKDIR.value, "run_config.json")
+    if not os.path.isfile(config_path):
+      raise ValueError(f"{_WORKDIR.value} holds no sweep (no {config_path}); give the "
+                       "--workdir of an experiments.search run.")
+    try:
+      with open(config_path) as f:
+        config = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{config_path} is damaged ({e}); restore it from a copy.") from e
     # Sweeps recorded before configs named their task are testbed sweeps.
     task = tasks.get_task(config.get("task", arith_task.NAME))
     if _ARCHIVE.value and task.name != arith_task.NAME:
       raise ValueError(f"--archive applies to testbed sweeps; {_WORKDIR.value} holds a "
                        f"{task.name} sweep.")
     policy, prm = task.model_costs(config)
-    records = sweep.read_results(os.path.join(_WORKDIR.value, "results.jsonl"))
+    results_path = os.path.join(_WORKDIR.value, "results.jsonl")
+    records = sweep.read_results(results_path, skip_damaged=_SKIP_DAMAGED.value)
+    damaged = sweep.damaged_lines(results_path) if _SKIP_DAMAGED.value else []
+    if damaged:
+      print(f"skipped {len(damaged)} damaged line(s) of {results_path} (--skip_damaged): "
+            f"line {', '.join(map(str, damaged[:10]))}")
     # A sweep widened in place keeps its first run's config; its records hold the rest.
     budgets = sorted(set(config["budgets"]) | {r["budget"] for r in records})
     if _UPDATE.value:

@@ -319,3 +319,68 @@ def test_an_archive_refuses_a_wrong_path_and_another_problem_set(tmp_path):
     archive.not_archived(records + stray, summaries)
   with pytest.raises(ValueError, match="another config"):
     archive.write_complete_groups(records, store, uids, [2], None, None, 20, {"top_p": 0.9})
+
+
+# ------------------------------------------------------------------ damaged files
+
+
+def test_a_damaged_results_line_is_named_and_can_be_skipped_or_rerun(tiny_models, full_sweep,
+                                                                      tmp_path):
+  import shutil
+  full_dir, _ = full_sweep
+  workdir = tmp_path / "damaged"
+  shutil.copytree(full_dir, workdir)
+  path = workdir / "results.jsonl"
+  lines = path.read_text().splitlines(keepends=True)
+  lines[6] = '{"key": "beam_m2|2|0|test-L7-0", "uid": garbled\n'  # mid-file, not a kill
+  path.write_text("".join(lines))
+  config = tiny_sweep_config(tiny_models)
+  with pytest.raises(ValueError, match=r"results.jsonl: 1 line\(s\) are not sweep records "
+                                       r"\(line 7\).*sed -i '7d'"):
+    arith_task.run_search_sweep(config, str(workdir))
+  with pytest.raises(ValueError, match="line 7"):
+    sweep.read_results(str(path))
+  assert len(sweep.read_results(str(path), skip_damaged=True)) == 29
+  assert sweep.damaged_lines(str(path)) == [7]
+  # Deleting the line, as the message says: the resume searches that problem again only.
+  path.write_text("".join(lines[:6] + lines[7:]))
+  resumed = arith_task.run_search_sweep(config, str(workdir))
+  assert resumed["records_written"] == 1
+  # The same search; only its unit's bookkeeping differs (a unit of one problem now).
+  again, before = read(path), read(full_dir / "results.jsonl")
+  assert again["beam_m2|2|0|test-L7-0"].pop("unit_problems") == 1
+  assert before["beam_m2|2|0|test-L7-0"].pop("unit_problems") == 5
+  assert again == before
+
+
+def test_a_results_path_that_is_a_directory_is_refused(tiny_models, tmp_path):
+  config = tiny_sweep_config(tiny_models)
+  (tmp_path / "results.jsonl").mkdir()
+  with pytest.raises(ValueError, match="is a directory"):
+    arith_task.run_search_sweep(config, str(tmp_path))
+  with pytest.raises(ValueError, match="No sweep results"):
+    sweep.read_results(str(tmp_path / "results.jsonl"))
+
+
+def test_damaged_exports_name_their_file(tiny_models, tmp_path):
+  import shutil
+  broken = tmp_path / "prm"
+  shutil.copytree(tiny_models / "prm", broken)
+  weights = broken / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:100])  # truncated
+  with pytest.raises(ValueError, match=r"model.safetensors is damaged"):
+    export.load_exported(str(broken))
+  (broken / "model.json").write_text('{"kind": "prm", "config": ')
+  with pytest.raises(ValueError, match=r"model.json is damaged"):
+    export.load_exported(str(broken))
+
+
+def test_search_report_names_a_workdir_without_a_sweep(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-m", "experiments.search_report", "--workdir",
+                        str(tmp_path / "missing")], cwd=root, capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode != 0
+  assert "holds no sweep" in out.stderr and "FileNotFoundError" not in out.stderr

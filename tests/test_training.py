@@ -289,6 +289,12 @@ def test_label_file_resumes_without_duplicates(tmp_path):
   assert stats["problems"] == 1
   uids = [r["uid"] for r in mc_labels.read_labels(path)]
   assert uids == [p.uid for p in problems]
+  # A line damaged mid-file is named, never silently relabelled after (duplicates).
+  lines = open(path).read().splitlines(keepends=True)
+  with open(path, "w") as f:
+    f.write("".join([lines[0], "not json\n"] + lines[2:]))
+  with pytest.raises(ValueError, match=r"labels.jsonl, line 2: not a labelled problem"):
+    mc_labels.label_to_file(labeler, problems, [p.prompt for p in problems], path)
 
 
 def test_stages_end_to_end_on_tiny_configs(tmp_path):

@@ -49,6 +49,8 @@ def check_run_config(workdir: str, config: Mapping[str, Any],
 
 def drop_partial_line(path: str) -> None:
   """Truncates a file after its last complete line (a kill can cut the last one)."""
+  if os.path.isdir(path):
+    raise ValueError(f"{path} is a directory where a JSON-lines file belongs; move it away.")
   if not os.path.exists(path):
     return
   with open(path, "rb") as f:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 from flax import traverse_util
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from ttcjax.models.config import TransformerConfig
@@ -62,8 +63,12 @@ def load_exported(directory: str):
     raise ValueError(
         f"No exported model in {directory} (expected model.json and model.safetensors); "
         "train one with experiments.train or point at a shipped checkpoint.")
-  with open(meta_path) as f:
-    meta = json.load(f)
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{meta_path} is damaged ({e}); re-export the model or restore the "
+                     "file (a shipped checkpoint: git checkout -- <path>).") from e
   if meta.get("kind") == "prm":
     values = dict(meta["config"])
     values["backbone"] = TransformerConfig.from_dict(values["backbone"])
@@ -72,7 +77,12 @@ def load_exported(directory: str):
     config = TransformerConfig.from_dict(meta["config"])
   else:
     raise ValueError(f"{meta_path} has unknown kind {meta.get('kind')!r}.")
-  flat = load_file(weights_path)
+  try:
+    flat = load_file(weights_path)
+  except (SafetensorError, OSError) as e:  # safetensors' own error names no path
+    raise ValueError(f"{weights_path} is damaged or not a safetensors file ({e}); re-export "
+                     "the model or restore the file (a shipped checkpoint: git checkout -- "
+                     "<path>).") from e
   params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
   return config, jax.tree.map(jax.numpy.asarray, params), meta.get("extra", {})
 

@@ -45,19 +45,70 @@ def record_key(label: str, budget: int, seed: int, uid: str) -> str:
   return f"{label}|{budget}|{seed}|{uid}"
 
 
+def _parse(path: str) -> tuple[list[SweepRecord], list[int]]:
+  """(the records of a results file, the numbers of its lines that are not records)."""
+  records, damaged = [], []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        damaged.append(number)
+        continue
+      if isinstance(record, dict) and "key" in record:
+        records.append(record)
+      else:
+        damaged.append(number)
+  return records, damaged
+
+
+def _damaged(path: str, lines: list[int]) -> ValueError:
+  shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+  return ValueError(
+      f"{path}: {len(lines)} line(s) are not sweep records (line {shown}); the file was "
+      "damaged (a kill only ever cuts the last line, which a resume drops). Delete them "
+      f"(e.g. sed -i '{lines[0]}d' {path}): a resumed sweep searches those problems again; "
+      "or report without them (experiments.search_report --skip_damaged).")
+
+
+def damaged_lines(path: str) -> list[int]:
+  """The numbers of the lines of a results file that are not sweep records."""
+  return _parse(path)[1] if os.path.exists(path) else []
+
+
 def recorded_keys(path: str) -> set[str]:
-  """The keys of the records in `path` (none when it does not exist yet)."""
+  """The keys of the records in `path` (none when it does not exist yet).
+
+  Raises:
+    ValueError: a line is not a record (named with its number).
+  """
   if not os.path.exists(path):
     return set()
-  with open(path) as f:
-    return {json.loads(line)["key"] for line in f if line.strip()}
+  records, damaged = _parse(path)
+  if damaged:
+    raise _damaged(path, damaged)
+  return {r["key"] for r in records}
 
 
-def read_results(path: str) -> list[SweepRecord]:
-  if not os.path.exists(path):
+def read_results(path: str, skip_damaged: bool = False) -> list[SweepRecord]:
+  """The records of a results file.
+
+  Args:
+    path: the JSON-lines file.
+    skip_damaged: leave out lines that are not records (`damaged_lines` counts them)
+      instead of refusing the file.
+
+  Raises:
+    ValueError: no file there, or a damaged line and not `skip_damaged`.
+  """
+  if os.path.isdir(path) or not os.path.exists(path):
     raise ValueError(f"No sweep results at {path}; run experiments.search first.")
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  records, damaged = _parse(path)
+  if damaged and not skip_damaged:
+    raise _damaged(path, damaged)
+  return records
 
 
 def same_answer(answer: Hashable | None, correct_answer: Any, text: str) -> bool:

@@ -193,11 +193,15 @@ def _done_uids(path: str) -> set[str]:
     return set()
   done = set()
   with open(path) as f:
-    for line in f:
+    for number, line in enumerate(f, 1):
       try:
         done.add(json.loads(line)["uid"])
-      except (json.JSONDecodeError, KeyError):
-        break  # a line cut by a kill: everything before it is intact
+      except (json.JSONDecodeError, KeyError, TypeError) as e:
+        # A kill only cuts the last line, which `drop_partial_line` removed first.
+        raise ValueError(
+            f"{path}, line {number}: not a labelled problem ({e!r}); the file was damaged. "
+            f"Delete the line (e.g. sed -i '{number}d' {path}) and rerun: that problem is "
+            "labelled again.") from e
   return done
 
 
