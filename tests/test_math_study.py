@@ -233,7 +233,8 @@ def test_a_study_widened_to_a_larger_budget_reads_only_its_own_runs(tmp_path):
   the N = 16 run stays in the file but is no longer the study's."""
   from ttcjax.study import runner as study_runner  # pylint: disable=import-outside-toplevel
   import ml_collections  # pylint: disable=import-outside-toplevel
-  rows = [dict(uid=u, strategy=s, budget=b, seed=0) for u in ("p1", "p2")
+  rows = [dict(key=f"{s}|{b}|0|{u}", uid=u, strategy=s, budget=b, seed=0)
+          for u in ("p1", "p2")
           for s, b in [("best_of_n", 16), ("best_of_n", 64), ("beam", 4), ("beam", 16),
                        ("beam", 64), ("beam", 256)]]
   with open(tmp_path / "results.jsonl", "w") as f:

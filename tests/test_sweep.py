@@ -384,3 +384,26 @@ def test_search_report_names_a_workdir_without_a_sweep(tmp_path):
                        timeout=120)
   assert out.returncode != 0
   assert "holds no sweep" in out.stderr and "FileNotFoundError" not in out.stderr
+
+
+def test_a_setting_that_runs_at_no_budget_is_refused_before_anything_is_recorded(
+    tiny_models, tmp_path):
+  config = tiny_sweep_config(tiny_models)
+  config.strategies = [dict(name="beam", beam_width=3, label="beam_m3")]  # divides neither
+  with pytest.raises(ValueError, match=r"'beam_m3' runs at none of the budgets \[2, 4\]"):
+    arith_task.run_search_sweep(config, str(tmp_path))
+  config.strategies = [dict(name="beam", beam_widht=2, label="typo")]
+  with pytest.raises(ValueError, match="beam_widht"):
+    arith_task.run_search_sweep(config, str(tmp_path))
+  config.temperature = -1.0
+  config.strategies = [dict(name="beam", beam_width=2, label="beam_m2")]
+  with pytest.raises(ValueError, match="temperature"):
+    arith_task.run_search_sweep(config, str(tmp_path))
+  assert not (tmp_path / "run_config.json").exists()  # the fixed config may run here
+
+
+def test_a_setting_skipped_at_some_budgets_is_named(caplog):
+  settings = [sweep.StrategySetting("beam_m4", "beam", (("beam_width", 4),))]
+  with caplog.at_level("WARNING"):
+    sweep.check_settings_run(settings, [2, 4, 8])
+  assert "'beam_m4' skips budgets [2]" in caplog.text

@@ -10,14 +10,16 @@
 * `tree`: candidates sharing prefixes, drawn as a tree.
 """
 
-from ttcjax.sweep.plan import StrategySetting, Unit, plan_units, planned_runs
+from ttcjax.sweep.plan import (StrategySetting, Unit, check_settings_run, plan_units,
+                               planned_runs)
 from ttcjax.sweep.records import (SweepRecord, damaged_lines, make_records, read_results,
                                   record_key, recorded_keys, same_answer)
 from ttcjax.sweep.run import progress_postfix, run_sweep
 from ttcjax.sweep.runner import SearchResult, SearchRunner
 
 __all__ = [
-    "SearchResult", "SearchRunner", "StrategySetting", "SweepRecord", "Unit", "damaged_lines",
+    "SearchResult", "SearchRunner", "StrategySetting", "SweepRecord", "Unit",
+    "check_settings_run", "damaged_lines",
     "make_records", "plan_units", "planned_runs", "progress_postfix", "read_results",
     "record_key", "recorded_keys", "run_sweep", "same_answer",
 ]

@@ -20,6 +20,8 @@ import dataclasses
 import math
 from typing import Any, Sequence
 
+from absl import logging
+
 from ttcjax.search import Strategy, get_strategy
 
 
@@ -152,3 +154,27 @@ def planned_runs(settings: Sequence[StrategySetting],
   return runs
 
 
+
+
+def check_settings_run(settings: Sequence[StrategySetting], budgets: Sequence[int]) -> None:
+  """Refuses a setting that runs at none of the budgets; warns (absl logging) about one
+  that some budgets skip, naming them. Launchers call it before anything is recorded.
+
+  Raises:
+    ValueError: a setting runs at no budget (e.g. a beam width dividing none of them).
+  """
+  runs = planned_runs(settings, budgets)
+  for setting in settings:
+    at = sorted(b for s, b in runs if s.label == setting.label)
+    if not at:
+      raise ValueError(
+          f"Strategy setting {setting.label!r} runs at none of the budgets {sorted(budgets)}: "
+          "its hyperparameters fit none of them (a beam width must divide the budget) or "
+          "its generation budget exceeds the largest. Change its hyperparameters or the "
+          "budgets, or drop it.")
+    expected = [max(budgets)] if setting.max_budget_only else sorted(budgets)
+    skipped = [b for b in expected if b not in at]
+    if skipped:
+      logging.warning("Strategy setting %r skips budgets %s (its hyperparameters do not fit "
+                      "them, or its generation budget exceeds the largest).", setting.label,
+                      skipped)

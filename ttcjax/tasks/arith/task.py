@@ -64,23 +64,26 @@ def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | No
   Groups summarised in `archive_dir` (`ttcjax.sweep.archive`) are skipped; an archive
   of another config or problem set is refused with a ValueError.
   """
-  # Results are keyed by (strategy, budget, seed, problem) and a problem's search
-  # depends only on its id, so a sweep may be widened in place.
-  recorded = recorded_config(config)
-  rundir.check_run_config(workdir, recorded, ignore=_NOT_IDENTITY)
-  summaries = archive.read(archive_dir)
-  archive.check_same_sweep(summaries, sweep_identity(recorded))
-  problems = testbed.evaluation_problems(config.problems_per_level)
-  archive.check_problems(summaries, [p.uid for p in problems])
-  runner = testbed.search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh)
+  # The whole plan is checked before a model loads or the workdir records anything, so
+  # a refused config never blocks its fix there.
+  sampler = Sampler(temperature=config.temperature, top_p=config.top_p).check()
   settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
+  sweep.check_settings_run(settings, list(config.budgets))
+  problems = testbed.evaluation_problems(config.problems_per_level)
   units = sweep.plan_units(settings, list(config.budgets), list(config.seeds), len(problems),
                            config.problems_per_batch, config.get("max_rows_per_batch"))
+  recorded = recorded_config(config)
+  summaries = archive.read(archive_dir)
+  archive.check_same_sweep(summaries, sweep_identity(recorded))
+  archive.check_problems(summaries, [p.uid for p in problems])
+  runner = testbed.search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh)
+  # Results are keyed by (strategy, budget, seed, problem) and a problem's search
+  # depends only on its id, so a sweep may be widened in place.
+  rundir.check_run_config(workdir, recorded, ignore=_NOT_IDENTITY)
   stats = sweep.run_sweep(
       runner, problems, [p.prompt for p in problems], [testbed.problem_id(p) for p in problems],
       [arithmetic.canonical_answer(p.answer) for p in problems], units,
-      os.path.join(workdir, "results.jsonl"),
-      Sampler(temperature=config.temperature, top_p=config.top_p),
+      os.path.join(workdir, "results.jsonl"), sampler,
       stop_after_units=stop_after_units, progress=progress,
       skip_keys=archive.archived_keys(summaries))
   stats["units_total"] = len(units)
@@ -187,7 +190,7 @@ def apply_allocation(config: ml_collections.ConfigDict, allocation_path: str,
   settings = {s.label: s for s in (sweep.StrategySetting.from_dict(dict(s))
                                    for s in config.strategies)}
   runner = testbed.search_runner(config.policy_dir, config.prm_dir, dict(config.caps))
-  sampler = Sampler(temperature=config.temperature, top_p=config.top_p)
+  sampler = Sampler(temperature=config.temperature, top_p=config.top_p).check()
   rng = jax.random.PRNGKey(seed)
   prompts = [p.prompt for p in problems]
   ids = [testbed.problem_id(p) for p in problems]

@@ -188,8 +188,11 @@ def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
                      "its workdir alone.")
   config = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items()
                                       if k not in STUDY_FIELDS})
-  setup = build_search(config, mesh if mesh is not None else config_mesh(config))
+  # Strategies, budgets and sampling are checked before any model loads.
   settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
+  sweep.check_settings_run(settings, list(config.budgets))
+  sampler = Sampler(temperature=config.temperature, top_p=config.top_p).check()
+  setup = build_search(config, mesh if mesh is not None else config_mesh(config))
   units = sweep.plan_units(settings, list(config.budgets), list(config.seeds),
                            len(setup.problems), config.problems_per_batch)
   check_memory(setup.runner, units, config.problems_per_batch, config.device_gb)
@@ -200,7 +203,7 @@ def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
   stats = sweep.run_sweep(
       setup.runner, setup.problems, setup.prompts, setup.problem_ids,
       [p.answer for p in setup.problems], units, os.path.join(workdir, "results.jsonl"),
-      Sampler(temperature=config.temperature, top_p=config.top_p),
+      sampler,
       stop_after_units=stop_after_units, progress=progress,
       problem_texts=[p.problem for p in setup.problems], judge=setup.answers.judge)
   return dict(stats, units_total=len(units), uids=[p.uid for p in setup.problems],
