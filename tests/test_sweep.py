@@ -407,3 +407,10 @@ def test_a_setting_skipped_at_some_budgets_is_named(caplog):
   with caplog.at_level("WARNING"):
     sweep.check_settings_run(settings, [2, 4, 8])
   assert "'beam_m4' skips budgets [2]" in caplog.text
+
+
+def test_a_last_line_being_written_is_not_damage(tmp_path):
+  path = tmp_path / "results.jsonl"
+  path.write_text('{"key": "a|1|0|p0", "uid": "p0"}\n{"key": "a|1|0|p1", "ui')
+  assert [r["uid"] for r in sweep.read_results(str(path))] == ["p0"]
+  assert sweep.damaged_lines(str(path)) == []

@@ -46,7 +46,10 @@ def record_key(label: str, budget: int, seed: int, uid: str) -> str:
 
 
 def _parse(path: str) -> tuple[list[SweepRecord], list[int]]:
-  """(the records of a results file, the numbers of its lines that are not records)."""
+  """(the records of a results file, the numbers of its lines that are not records).
+
+  A last line without its newline is a line being written, or cut by a kill: left out,
+  not counted as damage (a resume drops it, `rundir.drop_partial_line`)."""
   records, damaged = [], []
   with open(path) as f:
     for number, line in enumerate(f, 1):
@@ -55,7 +58,8 @@ def _parse(path: str) -> tuple[list[SweepRecord], list[int]]:
       try:
         record = json.loads(line)
       except json.JSONDecodeError:
-        damaged.append(number)
+        if line.endswith("\n"):
+          damaged.append(number)
         continue
       if isinstance(record, dict) and "key" in record:
         records.append(record)
