@@ -285,9 +285,12 @@ def test_step_likelihood_prm_scores_steps_the_same_whole_or_step_by_step():
     incremental.append(np.asarray(scores)[:, -1])
     start += n
   np.testing.assert_allclose(np.asarray(whole.scores), np.stack(incremental, 1), atol=1e-5)
-  # Where the solution starts matters: read from position 0 the features differ.
-  plain = score_steps(params, config, tokens, jnp.asarray(ends), 3)
-  assert not np.allclose(np.asarray(plain.scores), np.asarray(whole.scores))
+  # Where the solution starts matters: read from position 0 the features differ, so
+  # whole sequences must say it.
+  from_zero, _ = token_scores(params, config, tokens, step_end=jnp.asarray(ends))
+  assert not np.allclose(np.asarray(from_zero)[ends], np.asarray(whole.scores).ravel())
+  with pytest.raises(ValueError, match="needs prompt_lengths"):
+    score_steps(params, config, tokens, jnp.asarray(ends), 3)
 
 
 def test_step_likelihood_needs_a_value_head():

@@ -305,6 +305,10 @@ def score_steps(params, config: PrmConfig, tokens: jax.Array, step_end: jax.Arra
   Returns:
     `StepScores` ([B, S] scores and mask).
   """
+  if config.step_likelihood and prompt_lengths is None:
+    raise ValueError("A step-likelihood PRM scoring whole sequences needs prompt_lengths "
+                     "(where each solution starts); without them the prompt would count as "
+                     "part of the first step.")
   scores, _ = token_scores(params, config, tokens, num_new=lengths, step_end=step_end,
                            solution_start=prompt_lengths)
   if lengths is not None:

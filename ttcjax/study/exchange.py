@@ -64,9 +64,9 @@ def exchange(table: ResultTable, optimal: Sequence[dict], bins: np.ndarray, num_
   large_correct = np.asarray(large_correct, np.float64)
   out = []
 
-  def matched(cost: dict, allowed: float) -> dict:
+  def matched(cost: dict, allowed: float, notes: tuple[str, str]) -> dict:
     usable = [b for b in by_budget if cost[b] <= allowed]
-    budget = max(usable) if usable else min(by_budget)
+    budget = max(usable) if usable else min(by_budget, key=lambda b: cost[b])
     small = by_budget[budget]
     bon_budget = max([b for b in bon_budgets if b <= budget] or [min(bon_budgets)])
     bon = table.accuracy[table.options.index(Option(BEST_OF_N, bon_budget))]
@@ -77,8 +77,7 @@ def exchange(table: ResultTable, optimal: Sequence[dict], bins: np.ndarray, num_
       per_bin.append({"bin": k, "small": s, "large": l, "best_of_n": b,
                       "winner": "test-time compute" if s > l else
                                 ("pretraining" if l > s else "tie")})
-    note = ("X below the smallest budget" if not usable else
-            "X beyond the largest budget" if allowed > max(cost.values()) else "")
+    note = (notes[0] if not usable else notes[1] if allowed > max(cost.values()) else "")
     return {"budget_used": int(budget), "budget_note": note, "bins": per_bin[:-1],
             "all": per_bin[-1]}
 
@@ -86,10 +85,13 @@ def exchange(table: ResultTable, optimal: Sequence[dict], bins: np.ndarray, num_
     x = compute.exchange_factor(params_ratio, r, (large_pretraining_tokens or pretraining_tokens)
                                 / pretraining_tokens)
     row = {"R": float(r), "X": float(x), "inference_tokens": float(r * pretraining_tokens),
-           **matched({b: float(b) for b in by_budget}, x)}
+           **matched({b: float(b) for b in by_budget}, x,
+                     ("X below the smallest budget", "X beyond the largest budget"))}
     if spent:
       allowed = x * sample_flops
-      row["counting_verifier"] = matched(spent, allowed)
+      row["counting_verifier"] = matched(
+          spent, allowed, ("FLOPs allowed below every budget's spend",
+                           "FLOPs allowed beyond the largest budget's spend"))
       row["counting_verifier"].update(
           flops_allowed=float(allowed),
           flops_spent=spent[row["counting_verifier"]["budget_used"]])

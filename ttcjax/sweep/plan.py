@@ -154,8 +154,6 @@ def planned_runs(settings: Sequence[StrategySetting],
   return runs
 
 
-
-
 def check_settings_run(settings: Sequence[StrategySetting], budgets: Sequence[int]) -> None:
   """Refuses a setting that runs at none of the budgets; warns (absl logging) about one
   that some budgets skip, naming them. Launchers call it before anything is recorded.

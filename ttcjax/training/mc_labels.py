@@ -194,6 +194,8 @@ def _done_uids(path: str) -> set[str]:
   done = set()
   with open(path) as f:
     for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
       try:
         done.add(json.loads(line)["uid"])
       except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -258,5 +260,17 @@ def read_labels(path: str) -> list[dict]:
   """All complete records of a labels file."""
   if not os.path.exists(path):
     raise ValueError(f"No labels file at {path}; run the labelling stage first.")
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        if not line.endswith("\n"):
+          continue  # the last line, cut by a kill: the next run drops and redoes it
+        raise ValueError(f"{path}, line {number}: not a labelled problem ({e}); the file "
+                         "was damaged. Delete the line and rerun the labelling stage: that "
+                         "problem is labelled again.") from e
+  return records

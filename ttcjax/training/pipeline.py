@@ -233,9 +233,10 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
     weights = [b["label_mask"].sum() for b in eval_batches]
     metrics = [eval_loss(params, b)[1] for b in eval_batches]
     out = {"loss": float(np.average([float(m["bce"]) for m in metrics], weights=weights))}
-    if lm_weight:
+    lm_weights = [b["lm_mask"].sum() for b in eval_batches]
+    if lm_weight and sum(lm_weights) > 0:  # held out without a right solution: no LM term
       out["lm_loss"] = float(np.average([float(m["lm_loss"]) for m in metrics],
-                                        weights=[b["lm_mask"].sum() for b in eval_batches]))
+                                        weights=lm_weights))
     return out
 
   state = loop.train(
