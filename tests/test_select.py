@@ -41,7 +41,7 @@ def test_selection_rules_on_a_hand_made_table():
 def test_no_answer_at_all():
   ids = np.array([[-1, -1]])
   for rule in select.RULES:
-    assert select.select_answers(ids, np.ones((1, 2)), rule).tolist() == [-1]
+    assert select.select_answers(ids, np.ones((1, 2)), rule, np.zeros((1, 2), int)).tolist() == [-1]
 
 
 def test_subsets_of_the_full_set_are_exact_and_small_subsets_average():
@@ -123,3 +123,22 @@ def test_exchange_factor_balances_total_flops():
   assert compute.exchange_factor(m, r, pretraining_ratio=1.0) == compute.exchange_factor(m, r)
   with pytest.raises(ValueError, match="pretraining ratio"):
     compute.exchange_factor(m, r, pretraining_ratio=0.0)
+
+
+def test_hierarchical_selection_on_a_hand_made_table():
+  # Problem 0: chain 0 votes A (0.9 beats B's 0.3 + 0.3), chain 1 votes B (0.8), chain 2
+  # C (0.5): A wins, where flat weighted picks B (1.4). Problem 1: chain 0 has no answer
+  # and chains 1 and 2 tie on 0.6: the answer seen first (id 0, "x") wins.
+  ids = np.array([[0, 1, 1, 1, 1, 2], [-1, -1, -1, 0, 1, 1]])
+  scores = np.array([[0.9, 0.3, 0.3, 0.4, 0.4, 0.5], [0.9, 0.9, 0.9, 0.6, 0.2, 0.4]])
+  chains = np.array([[0, 0, 0, 1, 1, 2], [0, 0, 0, 1, 1, 2]])
+  np.testing.assert_array_equal(select.select_answers(ids, scores, "hierarchical", chains), [0, 0])
+  np.testing.assert_array_equal(select.select_answers(ids, scores, "weighted"), [1, 1])
+  # Every candidate its own chain: hierarchical is flat weighted.
+  own = np.broadcast_to(np.arange(6), ids.shape)
+  np.testing.assert_array_equal(select.select_answers(ids, scores, "hierarchical", own),
+                                select.select_answers(ids, scores, "weighted"))
+  with pytest.raises(ValueError, match="needs chains"):
+    select.select_answers(ids, scores, "hierarchical")
+  assert select.select_answers(np.full((1, 2), -1), np.zeros((1, 2)), "hierarchical",
+                               np.zeros((1, 2), int))[0] == select.NO_ANSWER

@@ -414,3 +414,42 @@ def test_a_last_line_being_written_is_not_damage(tmp_path):
   path.write_text('{"key": "a|1|0|p0", "uid": "p0"}\n{"key": "a|1|0|p1", "ui')
   assert [r["uid"] for r in sweep.read_results(str(path))] == ["p0"]
   assert sweep.damaged_lines(str(path)) == []
+
+
+def _tiny_revision_model(root):
+  config = TransformerConfig(vocab_size=testbed.tokenizer().vocab_size, **TINY)
+  path = str(root / "revision")
+  export.export_model(path, init_params(config, jax.random.PRNGKey(2)), config,
+                      extra={"stage": "revision_sft", "attempt_separator": "\n\n\n",
+                             "train_tokens": 1000})
+  return path
+
+
+def test_a_sweep_of_revisions_records_chains_and_selects_hierarchically(tiny_models, tmp_path):
+  from ttcjax.sweep import report
+  config = tiny_sweep_config(tiny_models)
+  config.strategies = [dict(name="revisions", chain_length=1, label="revisions_l1"),
+                       dict(name="revisions", chain_length=2, label="revisions_l2")]
+  with pytest.raises(ValueError, match="revision_dir"):
+    arith_task.run_search_sweep(config, str(tmp_path / "none"))
+  assert not (tmp_path / "none").exists()  # refused before the workdir records anything
+  config.revision_dir = _tiny_revision_model(tmp_path)
+  totals = arith_task.run_search_sweep(config, str(tmp_path / "run"))
+  assert totals["units_run"] == 8  # L = 1 and 2, at 2 and 4, 10 problems in units of 5
+  records = sweep.read_results(str(tmp_path / "run" / "results.jsonl"))
+  chained = [r for r in records if r["strategy"] == "revisions_l2" and r["budget"] == 4]
+  assert len(chained) == 10 and {r["hyper"]["chain_length"] for r in chained} == {2}
+  np.testing.assert_array_equal(report.candidate_chains(chained)[0], [0, 0, 1, 1])
+  accuracy = report.problem_accuracy(chained, "hierarchical_last")
+  assert accuracy.shape == (10,) and set(np.unique(accuracy)) <= {0.0, 1.0}
+  # A chain's second attempt follows a separator: prefill beyond the prompt's, which is
+  # all that four independent attempts (L = 1) prefill.
+  flat = {r["uid"]: r for r in records if r["strategy"] == "revisions_l1" and r["budget"] == 4}
+  for r in chained:
+    extra = r["compute"]["policy_prefilled"] - flat[r["uid"]]["compute"]["policy_prefilled"]
+    assert 2 * 2 <= extra <= 2 * 3  # per chain: 2 after an EOS (it becomes the first), else 3
+
+
+def test_a_plain_policy_is_not_a_revision_model(tiny_models):
+  with pytest.raises(ValueError, match="not a revision model"):
+    testbed.load_revision_model(str(tiny_models / "policy"))

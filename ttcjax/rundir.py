@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 RUN_CONFIG_FILE = "run_config.json"
 
@@ -59,3 +59,45 @@ def drop_partial_line(path: str) -> None:
   if keep != len(data):
     with open(path, "wb") as f:
       f.write(data[:keep])
+
+
+def read_json_lines(path: str, what: str, required: Sequence[str] = ("uid",)) -> list[dict]:
+  """The complete records of an append-only JSON-lines file (none if it is missing).
+
+  Blank lines are skipped, and so is a last line without its newline (a run writing
+  it, or one a kill cut: the next run drops it and redoes that record).
+
+  Args:
+    path: the file.
+    what: what one line holds, for the error ("labelled problem").
+    required: keys every record must have.
+
+  Raises:
+    ValueError: a complete line that is not such a record, naming the file, the line
+      and how to repair it.
+  """
+  if os.path.isdir(path):
+    raise ValueError(f"{path} is a directory where a JSON-lines file belongs; move it away.")
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+        missing = [k for k in required if k not in record]
+      except (json.JSONDecodeError, TypeError) as e:
+        if not line.endswith("\n"):
+          continue
+        problem = repr(e)
+      else:
+        if not missing:
+          records.append(record)
+          continue
+        problem = f"it lacks {missing}"
+      raise ValueError(
+          f"{path}, line {number}: not a {what} ({problem}); the file was damaged. Delete "
+          f"the line (e.g. sed -i '{number}d' {path}) and rerun: that record is made again.")
+  return records

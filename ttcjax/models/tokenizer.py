@@ -168,3 +168,25 @@ def pad_batch(tokenizer: Tokenizer, texts, add_bos: bool = True, width: int | No
   for i, ids in enumerate(encoded):
     tokens[i, :len(ids)] = ids
   return tokens, np.array([len(ids) for ids in encoded], np.int32)
+
+
+def separator_tokens(tokenizer: Tokenizer, separator: str) -> list[int]:
+  """The separator's token ids; ValueError when the tokenizer cannot express it.
+
+  Args:
+    tokenizer: the revision model's tokenizer.
+    separator: the text between attempts (non-empty).
+  """
+  if not separator:
+    raise ValueError("The attempt separator is empty; set one the tokenizer can express "
+                     "(the testbed uses three newlines).")
+  try:
+    ids = tokenizer.encode(separator)
+  except ValueError as err:
+    raise ValueError(f"The revision model's tokenizer cannot express the attempt separator "
+                     f"{separator!r}: {err} Choose a separator made of its tokens.") from None
+  if not ids or tokenizer.decode(ids) != separator:
+    raise ValueError(f"The attempt separator {separator!r} does not round-trip through the "
+                     f"revision model's tokenizer (it decodes to {tokenizer.decode(ids)!r}); "
+                     "choose one it encodes exactly.")
+  return ids

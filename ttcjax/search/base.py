@@ -81,6 +81,8 @@ class SearchSettings:
       more rows are scored in slices one after another, which bounds the pass's
       activations (best-of-N scores whole solutions: [rows, heads, T, capacity]
       attention scores at once) at the price of a sequential loop.
+    attempt_separator: the tokens between attempts in a revision model's context
+      (`ttcjax.search.revisions`); empty: no strategy may revise.
   """
 
   eos_id: int = flax.struct.field(pytree_node=False)
@@ -91,6 +93,7 @@ class SearchSettings:
   max_steps: int = flax.struct.field(pytree_node=False, default=40)
   max_rounds: int = flax.struct.field(pytree_node=False, default=40)
   prm_rows_per_pass: int = flax.struct.field(pytree_node=False, default=0)
+  attempt_separator: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())
 
   def check(self) -> "SearchSettings":
     for name in ("max_step_tokens", "max_solution_tokens", "max_steps", "max_rounds"):
@@ -146,6 +149,9 @@ class SearchOutput:
     finished: [B, N] bool, the solution ended (EOS or the token cap); rows the
       round cap stopped are not finished.
     compute: per-problem `ComputeRecord`.
+    chain: [B, N] int32, the chain a candidate belongs to (sequential revisions: its
+      chain of attempts; every other strategy: the candidate itself, n).
+    position: [B, N] int32, its attempt within the chain (0 for every other strategy).
   """
 
   tokens: jax.Array
@@ -155,6 +161,8 @@ class SearchOutput:
   step_mask: jax.Array
   finished: jax.Array
   compute: ComputeRecord
+  chain: jax.Array | None = None
+  position: jax.Array | None = None
 
 
 @flax.struct.dataclass
@@ -240,3 +248,19 @@ def prm_cache_capacity(prompt_width: int, settings: SearchSettings, suffix_lengt
       `Strategy.prm_suffixes_per_row`).
   """
   return cache_capacity(prompt_width, settings) + suffix_length * max_suffixes
+
+
+MAX_PREVIOUS_ATTEMPTS = 4  # the paper's truncation: a revision context keeps the last 4 attempts
+
+
+def previous_attempts(chain_length: int) -> int:
+  """The most previous attempts any context of a chain of `chain_length` holds."""
+  return min(chain_length - 1, MAX_PREVIOUS_ATTEMPTS)
+
+
+def revision_cache_capacity(prompt_width: int, settings: SearchSettings, chain_length: int) -> int:
+  """Slots of a revision chain's policy cache (`ttcjax.search.revisions`): the prompt,
+  its kept attempts with their separators, the attempt being written, one spare."""
+  separator = len(settings.attempt_separator)
+  return (cache_capacity(prompt_width, settings)
+          + previous_attempts(chain_length) * (settings.max_solution_tokens + separator))

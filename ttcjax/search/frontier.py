@@ -358,7 +358,10 @@ def finish(frontier: Frontier, num_problems: int, settings: SearchSettings) -> S
   t = settings.max_solution_tokens
   shape = lambda x: x.reshape(num_problems, -1, *x.shape[1:])
   mask = jnp.arange(settings.max_steps)[None, :] < frontier.num_steps[:, None]
+  lengths = shape(frontier.lengths)
+  candidates = jnp.broadcast_to(jnp.arange(lengths.shape[1], dtype=jnp.int32), lengths.shape)
   return SearchOutput(
       tokens=shape(frontier.tokens[:, :t]), step_end=shape(frontier.step_end[:, :t]),
-      lengths=shape(frontier.lengths), step_scores=shape(jnp.where(mask, frontier.step_scores, 0.0)),
-      step_mask=shape(mask), finished=shape(frontier.finished), compute=frontier.compute)
+      lengths=lengths, step_scores=shape(jnp.where(mask, frontier.step_scores, 0.0)),
+      step_mask=shape(mask), finished=shape(frontier.finished), compute=frontier.compute,
+      chain=candidates, position=jnp.zeros_like(candidates))

@@ -20,7 +20,8 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 from ttcjax import compute
-from ttcjax.search.base import SearchOutput, SearchSettings
+from ttcjax.search.base import (SearchOutput, SearchSettings, cache_capacity,
+                                revision_cache_capacity)
 
 REQUIRED = object()  # a hyperparameter without a default
 
@@ -43,6 +44,9 @@ class Strategy:
       lookahead rollout's k) per call.
     independent_samples: the N candidates never influence each other, so any n of
       them are a run at budget n (best-of-N: smaller budgets read from subsets).
+    revises: its policy is a revision model whose context holds previous attempts
+      (`ttcjax.search.revisions`): runners give it the revision model and a policy
+      cache of `policy_cache_capacity` slots; it runs N / chain_length rows.
   """
 
   name: str
@@ -52,6 +56,7 @@ class Strategy:
   forks: bool = True
   whole_solutions: bool = False
   independent_samples: bool = False
+  revises: bool = False
 
   def resolved(self, hyper: Mapping[str, Any]) -> dict[str, Any]:
     """`hyper` with the defaults of what it leaves out."""
@@ -87,8 +92,19 @@ class Strategy:
 
   def rows_per_problem(self, budget: int, hyper: Mapping[str, Any]) -> int:
     """The rows one problem occupies: N, twice that with lookahead, whose rollouts run
-    on copies of the frontier's caches."""
+    on copies of the frontier's caches; N / L chains for revisions."""
+    if self.revises:
+      return budget // int(self.resolved(hyper)["chain_length"])
     return budget * (2 if self.lookahead_steps(hyper) else 1)
+
+  def policy_cache_capacity(self, prompt_width: int, settings: SearchSettings,
+                            hyper: Mapping[str, Any]) -> int:
+    """Slots of a row's policy cache: `cache_capacity`, plus a revision context's kept
+    attempts and separators."""
+    if self.revises:
+      return revision_cache_capacity(prompt_width, settings,
+                                     int(self.resolved(hyper)["chain_length"]))
+    return cache_capacity(prompt_width, settings)
 
   def prm_chunk_steps(self, settings: SearchSettings, hyper: Mapping[str, Any]) -> int:
     """The most step ends one PRM call is told of (a PRM adapter's J): S for whole

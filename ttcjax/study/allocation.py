@@ -64,6 +64,12 @@ class ResultTable:
   def strategies(self) -> list[str]:
     return sorted({opt.strategy for opt in self.options})
 
+  def only(self, strategies: Sequence[str]) -> "ResultTable":
+    """The table restricted to the options of `strategies` (order kept)."""
+    keep = [i for i, o in enumerate(self.options) if o.strategy in set(strategies)]
+    return ResultTable(tuple(self.options[i] for i in keep), self.accuracy[keep],
+                       self.cost[keep], self.uids)
+
   def require(self, strategies: Sequence[str]) -> None:
     """ValueError if the table lacks a strategy the caller asks for."""
     missing = sorted(set(strategies) - set(self.strategies()))

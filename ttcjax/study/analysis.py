@@ -18,6 +18,11 @@ Decisions (see docs/design.md):
   they are compared against is its plain mean over all questions.
 * Estimating difficulty costs X samples per question. Ratios are reported without
   that cost (as the paper does) and with it added to the compute-optimal budget.
+* Sequential revisions (settings of the "revisions" strategy) get their own section
+  (`ttcjax.study.revisions`): the search's solver, allocation and exchange choose
+  among search strategies only; compute-optimal revisions among revision ratios only;
+  the combined solver among both (`efficiency_ratio` gains "revisions" and
+  "combined").
 
 Q denotes questions, O options, Y bins, X difficulty samples per question.
 """
@@ -34,6 +39,7 @@ from ttcjax.study.exchange import exchange
 from ttcjax.study.findings import findings, per_bin_accuracy
 from ttcjax.study.optimal import allocation_curve, compute_optimal, efficiency_ratios
 from ttcjax.study.outcomes import BEST_OF_N, curve, outcome_tables
+from ttcjax.study.revisions import analyse_revisions, chain_lengths
 
 
 def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
@@ -42,7 +48,8 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
             params_ratio: float | None, pretraining_tokens: float | None,
             exchange_ratios: Sequence[float], num_bins: int = 5,
             selection: str = "weighted_last", repeats: int = 20, num_draws: int = 16,
-            seed: int = 0, large_pretraining_tokens: float | None = None) -> dict:
+            seed: int = 0, large_pretraining_tokens: float | None = None,
+            revision_pretraining_tokens: float | None = None) -> dict:
   """The whole study's numbers (see the module docstring).
 
   Args:
@@ -61,20 +68,26 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
     repeats: cross-validation splits.
     num_draws: best-of-N subsets averaged.
     seed: splits' and subsets' seed.
+    revision_pretraining_tokens: the revision model's training tokens (the policy's
+      plus its revision SFT), its D_pretrain in the exchange with revisions (None:
+      the small policy's).
   """
   uids = sorted({r["uid"] for r in difficulty_records})
   if len(uids) < 2 * num_bins:
     raise ValueError(f"{len(uids)} questions are too few for {num_bins} bins and two folds; "
                      f"use at least {2 * num_bins}.")
-  samples_table, flops_table, verifier_table = outcome_tables(
+  all_samples, all_flops, verifier_table = outcome_tables(
       sweep_records, uids, budgets, small_policy, prm, selection, num_draws)
-  samples_table.require([BEST_OF_N])
+  all_samples.require([BEST_OF_N])
+  lengths = chain_lengths(sweep_records)
+  search = [s for s in all_samples.strategies() if s not in lengths]
+  samples_table, flops_table = all_samples.only(search), all_flops.only(search)
   run_budgets = sorted(budgets)
   curves = {}
-  for s in samples_table.strategies():
-    budgets_s, accuracy, _ = curve(samples_table, s)
+  for s in all_samples.strategies():
+    budgets_s, accuracy, _ = curve(all_samples, s)
     curves[s] = {"budgets": budgets_s, "accuracy": accuracy,
-                 "mean_flops": curve(flops_table, s)[2],
+                 "mean_flops": curve(all_flops, s)[2],
                  "mean_verifier_flops": curve(verifier_table, s)[2]}
   bins = difficulty_bins(difficulty_records, uids, num_bins)
   num_samples = len(difficulty_records[0]["answers"])
@@ -88,7 +101,12 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
     ratios_charged[kind] = efficiency_ratios(optimal[kind], reference, estimate_cost["samples"])
     allocations[kind] = allocation_curve(samples_table, b.bins, num_bins, run_budgets, repeats,
                                          seed)
-    per_bin[kind] = per_bin_accuracy(samples_table, b.bins, num_bins)
+    per_bin[kind] = per_bin_accuracy(all_samples, b.bins, num_bins)
+  revisions = analyse_revisions(all_samples, {kind: b.bins for kind, b in bins.items()},
+                                num_bins, run_budgets, lengths, repeats, seed, sweep_records)
+  if revisions:
+    ratios["revisions"] = revisions["efficiency_ratio"]
+    ratios["combined"] = revisions["combined_efficiency_ratio"]
   exchange_result, exchange_rows = None, []
   if large_records is not None:
     by_uid = {r["uid"]: r for r in large_records}
@@ -106,6 +124,12 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
     exchange_rows = exchange(samples_table, optimal["oracle"], bins["oracle"].bins, num_bins,
                              large_correct, params_ratio, exchange_ratios, pretraining_tokens,
                              large_pretraining_tokens, flops_table, sample_flops)
+    if revisions:  # compute-optimal revisions as the test-time side, charged their SFT
+      small_tokens = revision_pretraining_tokens or pretraining_tokens
+      revisions["exchange"] = exchange(
+          all_samples, revisions["compute_optimal"]["oracle"], bins["oracle"].bins, num_bins,
+          large_correct, params_ratio, exchange_ratios, small_tokens,
+          large_pretraining_tokens or pretraining_tokens, all_flops, sample_flops)
     exchange_result = {"params_ratio": params_ratio, "pretraining_tokens": pretraining_tokens,
                        "large_pretraining_tokens": large_pretraining_tokens or pretraining_tokens,
                        "large_greedy_accuracy": float(large_correct.mean()),
@@ -125,4 +149,5 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
       "allocation": allocations,
       "exchange": exchange_result,
       "findings": findings(curves, per_bin["oracle"], ratios, exchange_rows),
+      "revisions": revisions or None,
   }

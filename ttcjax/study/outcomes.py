@@ -32,7 +32,8 @@ def _group(records: Sequence[dict]) -> dict[tuple[str, int], dict[int, dict[str,
 
 def outcome_tables(records: Sequence[dict], uids: Sequence[str], budgets: Sequence[int],
                    policy_cost: compute.ModelCost, prm_cost: compute.ModelCost,
-                   selection: str = "weighted_last", num_draws: int = 16
+                   selection: str = "weighted_last", num_draws: int = 16,
+                   revision_selection: str = "hierarchical_last"
                    ) -> tuple[ResultTable, ResultTable, ResultTable]:
   """Per-question expected correctness of every option, with three costs.
 
@@ -44,6 +45,8 @@ def outcome_tables(records: Sequence[dict], uids: Sequence[str], budgets: Sequen
     policy_cost, prm_cost: for best-of-N's FLOPs at smaller budgets.
     selection: the rule every strategy's answer is picked by (`report.REPORTED_SELECTIONS`).
     num_draws: random subsets averaged for best-of-N below its run's N.
+    revision_selection: the rule of strategies that revise (`Strategy.revises`): the
+      paper's hierarchical best-of-N weighted by default.
 
   Returns:
     (samples table, FLOPs table, verifier FLOPs table): the same options and accuracy
@@ -70,12 +73,14 @@ def outcome_tables(records: Sequence[dict], uids: Sequence[str], budgets: Sequen
         raise ValueError(f"{label} at budget {run_budget} (seed {seed}) lacks {len(missing)} of "
                          f"the {len(uids)} questions (e.g. {missing[0]}); finish the sweep first.")
     first = next(iter(by_seed.values()))[uids[0]]
-    if not get_strategy(first["name"]).independent_samples:
+    strategy = get_strategy(first["name"])
+    if not strategy.independent_samples:
       if first["generation_budget"] not in budgets:
         continue  # e.g. lookahead's N (k + 1) beyond the largest budget compared
       runs = [[by_uid[u] for u in uids] for by_uid in by_seed.values()]
+      rule = revision_selection if strategy.revises else selection
       add(Option(label, first["generation_budget"]),
-          [report.problem_accuracy(run, selection) for run in runs],
+          [report.problem_accuracy(run, rule) for run in runs],
           [np.array([r["flops"]["total_flops"] for r in run]) for run in runs],
           [np.array([r["flops"]["prm_flops"] for r in run]) for run in runs])
       continue

@@ -129,11 +129,46 @@ def exchange_bars(results: dict, path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
+def revisions(results: dict, path: str) -> None:
+  """Left: accuracy against budget per chain length L, with the fully sequential curve
+  (L = N); right: compute-optimal revisions (oracle and predicted bins, held out) against
+  parallel sampling (the paper's Figures 6 and 8)."""
+  rev = results["revisions"]
+  table = {int(b): {int(l): a for l, a in row.items()}
+           for b, row in rev["accuracy_by_ratio"].items()}
+  budgets = sorted(table)
+  fig = Figure(figsize=(10, 4))
+  left, right = fig.subplots(1, 2)
+  for length in sorted({l for row in table.values() for l in row}):
+    points = [(b, table[b][length]) for b in budgets if length in table[b]]
+    left.plot(*zip(*points), marker="o", ms=3, label=f"L = {length}")
+  sequential = [(b, table[b][b]) for b in budgets if b in table[b]]
+  left.plot(*zip(*sequential), "k--", lw=1.5, label="fully sequential (L = N)")
+  _log2_axis(left, budgets)
+  left.set_ylabel("accuracy")
+  left.set_title("Revisions: N / L chains of L attempts")
+  left.legend(fontsize=7, ncol=2)
+  parallel = results["curves"][rev["parallel"]]
+  right.plot(parallel["budgets"], parallel["accuracy"], "k-", marker="o", ms=3,
+             label="parallel (L = 1)")
+  for kind, points in rev["compute_optimal"].items():
+    b = [p["budget"] for p in points]
+    right.plot(b, [p["accuracy"] for p in points], marker="s", ms=3,
+               label=f"compute-optimal revisions ({kind})")
+    right.fill_between(b, [p["low"] for p in points], [p["high"] for p in points], alpha=0.15)
+  _log2_axis(right, budgets)
+  right.set_title("Compute-optimal revisions (held out)")
+  right.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
 FIGURES = (
     ("accuracy_vs_budget.png", accuracy_vs_budget),
     ("bins_oracle.png", lambda r, p: bins_bars(r, p, "oracle")),
     ("compute_optimal.png", compute_optimal_curves),
     ("exchange.png", exchange_bars),
+    ("revisions.png", revisions),
 )
 
 
@@ -143,6 +178,8 @@ def study_figures(results: dict, workdir: str) -> list[str]:
   drawn = []
   for name, draw in FIGURES:
     if name == "exchange.png" and results["exchange"] is None:
+      continue
+    if name == "revisions.png" and not results.get("revisions"):
       continue
     draw(results, os.path.join(workdir, name))
     drawn.append(name)

@@ -108,11 +108,83 @@ def render(results: dict, summary: dict) -> str:
     out += _table(["mean budget", "allocating solver", "spent (held out)",
                    "fixed budget, compute-optimal", "choice per bin"], rows)
   out += _exchange_section(results, k)
+  out += _revisions_section(results, k)
   out += ["## The paper's findings in this study", ""]
   out += _table(["finding", "holds here", "evidence"],
                 [[f["claim"], {True: "yes", False: "no", None: "n/a"}[f["holds"]], f["evidence"]]
-                 for f in results["findings"]])
+                 for f in results["findings"] + ((results.get("revisions") or {})
+                                                 .get("findings", []))])
   return "\n".join(out)
+
+
+def _ratio_cells(ratios: dict, point: dict) -> str:
+  r = ratios[point["budget"]]
+  return (f"{ratio_text(r['ratio'], r['bound'])} [{ratio_text(r['low'], r['low_bound'])}, "
+          f"{ratio_text(r['high'], r['high_bound'])}]")
+
+
+def _revisions_section(results: dict, k: int) -> list[str]:
+  rev = results.get("revisions")
+  if not rev:
+    return []
+  budgets = sorted(int(b) for b in rev["accuracy_by_ratio"])
+  lengths = sorted(rev["chain_lengths"].values())
+  out = ["## Sequential revisions (section 6)", "",
+         "N / L chains of L attempts per question (the ratio L : N / L; L = 1 fully parallel, "
+         "L = N fully sequential), each attempt conditioned on its chain's last 4; answers "
+         "picked by hierarchical best-of-N weighted (within each chain, then across chains). "
+         "Mean accuracy:", ""]
+  rows = []
+  for b in budgets:
+    row = rev["accuracy_by_ratio"][b] if b in rev["accuracy_by_ratio"] else \
+        rev["accuracy_by_ratio"][str(b)]
+    row = {int(l): a for l, a in row.items()}
+    rows.append([b] + [f"{row[l]:.3f}" if l in row else "-" for l in lengths])
+  out += _table(["budget"] + [f"L = {l}" for l in lengths], rows)
+  out += ["![revisions](revisions.png)", "",
+          "Best chain length per bin (oracle bins, on all questions; 1 = easiest):", ""]
+  best = {int(b): v for b, v in rev["best_ratio_per_bin"].items()}
+  out += _table(["budget"] + [f"bin {i + 1}" for i in range(k)],
+                [[b] + [f"L = {c['chain_length']} ({c['accuracy']:.2f})" for c in best[b]]
+                 for b in sorted(best)])
+  t = rev["transitions"]
+  if t["right_to_wrong"] is not None:
+    out += [f"Between consecutive attempts of a chain, {t['right_to_wrong']:.1%} of "
+            f"{t['right_attempts']} right attempts were followed by a wrong one, and "
+            f"{t['wrong_to_right']:.1%} of {t['wrong_attempts']} wrong ones by a right one.", ""]
+  parallel = dict(zip(results["curves"][rev["parallel"]]["budgets"],
+                      results["curves"][rev["parallel"]]["accuracy"]))
+  bon = dict(zip(results["curves"]["best_of_n"]["budgets"],
+                 results["curves"]["best_of_n"]["accuracy"]))
+  out += ["Compute-optimal revisions (the chain length per bin and budget, held out) against "
+          f"parallel sampling from the revision model (`{rev['parallel']}`), and the combined "
+          "solver (search strategies and revision ratios per bin and budget) against the "
+          "study's best-of-N weighted:", ""]
+  for kind, points in rev["compute_optimal"].items():
+    combined = {p["budget"]: p for p in rev["combined"][kind]}
+    rows = []
+    for p in points:
+      c = combined[p["budget"]]
+      rows.append([p["budget"], f"{p['accuracy']:.3f} [{p['low']:.3f}, {p['high']:.3f}]",
+                   f"{parallel.get(p['budget'], float('nan')):.3f}",
+                   _ratio_cells(rev["efficiency_ratio"][kind], p),
+                   f"{c['accuracy']:.3f} [{c['low']:.3f}, {c['high']:.3f}]",
+                   f"{bon.get(p['budget'], float('nan')):.3f}",
+                   _ratio_cells(rev["combined_efficiency_ratio"][kind], c), _choice(c["choice"])])
+    out += [f"**{kind.capitalize()} bins.**", ""]
+    out += _table(["budget", "revisions, compute-optimal", "parallel", "ratio [interval]",
+                   "combined", "best-of-N", "ratio [interval]", "combined choice per bin"], rows)
+  if rev.get("exchange"):
+    out += ["FLOPs-matched exchange with compute-optimal revisions as the test-time side (the "
+            "revision model charged its revision fine-tuning tokens on top of the policy's):",
+            ""]
+    out += _table(["R", "X", "budget used"] + [f"bin {i + 1} small / large" for i in range(k)]
+                  + ["all"],
+                  [[f"{row['R']:g}", f"{row['X']:.1f}", row["budget_used"]]
+                   + [f"{b['small']:.2f} / {b['large']:.2f}" for b in row["bins"]]
+                   + [f"{row['all']['small']:.3f} / {row['all']['large']:.3f}"]
+                   for row in rev["exchange"]])
+  return out
 
 
 def _exchange_section(results: dict, k: int) -> list[str]:

@@ -52,6 +52,8 @@ class ModelFacts:
     large_params: the larger policy's (None: no larger policy, no exchange).
     pretraining_tokens: the small policy's D_pretrain (None without a larger policy).
     large_pretraining_tokens: the larger policy's (None: the same as the small one's).
+    revision_pretraining_tokens: a revision model's (the policy's plus its revision
+      SFT; None: no revision model, or the small policy's).
     extra: more facts for `study.json`'s "models" entry.
   """
 
@@ -61,6 +63,7 @@ class ModelFacts:
   large_params: int | None = None
   pretraining_tokens: float | None = None
   large_pretraining_tokens: float | None = None
+  revision_pretraining_tokens: float | None = None
   extra: dict = dataclasses.field(default_factory=dict)
 
 
@@ -170,7 +173,7 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
       large_pretraining_tokens=facts.large_pretraining_tokens,
       exchange_ratios=list(config.exchange_ratios), num_bins=config.num_bins,
       selection=config.selection, repeats=config.cv_repeats, num_draws=config.num_draws,
-      seed=config.analysis_seed)
+      seed=config.analysis_seed, revision_pretraining_tokens=facts.revision_pretraining_tokens)
   results["models"] = {"small_params": facts.small_params, "large_params": facts.large_params,
                        **facts.extra}
   with open(os.path.join(workdir, "study.json"), "w") as f:

@@ -189,7 +189,8 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
                        max_solution_tokens: int, max_steps: int, max_rounds: int = 40,
                        max_prm_prompt_tokens: int | None = None, prm_suffix_length: int = 0,
                        lookahead_steps: int = 0, data_shards: int = 1,
-                       model_shards: int = 1, prm_rows_per_pass: int = 0) -> MemoryPlan:
+                       model_shards: int = 1, prm_rows_per_pass: int = 0,
+                       chain_length: int = 1, separator_tokens: int = 3) -> MemoryPlan:
   """The per-device memory of one `SearchRunner.search` call.
 
   Args:
@@ -205,6 +206,8 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
     lookahead_steps: k of lookahead search.
     data_shards, model_shards: the mesh.
     prm_rows_per_pass: the runner's row slicing of PRM passes (0: all rows at once).
+    chain_length, separator_tokens: sequential revisions' L and the attempt separator's
+      tokens: N / L chain rows, each cache holding its kept attempts.
 
   Returns:
     A `MemoryPlan`.
@@ -219,15 +222,19 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
   # Only the caps are read (capacities, chunk widths).
   settings = SearchSettings(eos_id=0, pad_id=0, delimiter=None, max_step_tokens=max_step_tokens,
                             max_solution_tokens=max_solution_tokens, max_steps=max_steps,
-                            max_rounds=max_rounds, prm_rows_per_pass=prm_rows_per_pass).check()
+                            max_rounds=max_rounds, prm_rows_per_pass=prm_rows_per_pass,
+                            attempt_separator=(0,) * separator_tokens).check()
   record = get_strategy(strategy)
   hyper = {"lookahead_steps": lookahead_steps} if lookahead_steps else {}
-  policy_capacity = cache_capacity(max_prompt_tokens, settings)
+  if record.revises:
+    hyper = {"chain_length": chain_length}
+    record.validate(budget, hyper)
+  policy_capacity = record.policy_cache_capacity(max_prompt_tokens, settings, hyper)
   prm_prompt = max_prm_prompt_tokens or max_prompt_tokens
   suffixes = record.prm_suffixes_per_row(settings, hyper) if prm_suffix_length else 0
   prm_capacity = prm_cache_capacity(prm_prompt, settings, prm_suffix_length, suffixes)
   problems = problems_per_batch // data_shards
-  rows = problems * budget
+  rows = problems * (budget // chain_length if record.revises else budget)  # revisions: chains
   # Slices are taken over the global rows (strided, so each device holds its share).
   slice_rows = rows // num_prm_slices(problems_per_batch * budget, prm_rows_per_pass)
 

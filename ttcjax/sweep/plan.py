@@ -9,8 +9,8 @@ correctness, per-step scores, and the compute record with FLOPs.
 
 Beam widths of "sqrt" take M = 2 ** floor(log2(N) / 2), the largest power of two not
 above sqrt(N), which always divides a power-of-two budget (N = 8 gives M = 2).
-Settings that do not fit a budget (M > N) are skipped, as in the paper, whose beam
-sweeps start at N = 4; so is lookahead at N when N x (k + 1), its generation budget,
+Settings that do not fit a budget (M > N, or a revision chain longer than N) are
+skipped, as in the paper, whose beam sweeps start at N = 4; so is lookahead at N when N x (k + 1), its generation budget,
 exceeds the largest budget (nothing else would be compared with it).
 """
 
@@ -73,6 +73,9 @@ class StrategySetting:
       hyper["beam_width"] = 2 ** int(math.floor(math.log2(budget) / 2))
     width = hyper.get("beam_width")
     if width is not None and (width > budget or budget % width):
+      return None
+    length = hyper.get("chain_length")  # revisions: N / L whole chains
+    if length is not None and (length > budget or budget % length):
       return None
     return hyper
 

@@ -30,6 +30,11 @@ REPORTED_SELECTIONS = (
 # Every accuracy column of a report row: the selections and the oracle (pass@n).
 COLUMNS = tuple(s[0] for s in REPORTED_SELECTIONS) + ("oracle",)
 
+# Selections that read each candidate's chain (sequential revisions; the paper's
+# choice for them): best-of-N weighted within each chain, then across chains. On a
+# strategy without chains (each candidate its own) it equals "weighted_last".
+CHAIN_SELECTIONS = (("hierarchical_last", "last", "hierarchical"),)
+
 
 def score_table(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
   """[Q, N, S] scores and mask from the records' ragged step-score lists."""
@@ -51,11 +56,13 @@ def _ids(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rule_of(label: str) -> tuple[str | None, str]:
-  """(aggregation or None, selection rule) of a selection label in `REPORTED_SELECTIONS`."""
-  for name, how, rule in REPORTED_SELECTIONS:
+  """(aggregation or None, selection rule) of a selection label in `REPORTED_SELECTIONS`
+  or `CHAIN_SELECTIONS`."""
+  for name, how, rule in REPORTED_SELECTIONS + CHAIN_SELECTIONS:
     if name == label:
       return how, rule
-  raise ValueError(f"Unknown selection {label!r}; choose from {[s[0] for s in REPORTED_SELECTIONS]}.")
+  raise ValueError(f"Unknown selection {label!r}; choose from "
+                   f"{[s[0] for s in REPORTED_SELECTIONS + CHAIN_SELECTIONS]}.")
 
 
 def problem_accuracy(records: Sequence[dict], selection: str = "weighted_last",
@@ -77,8 +84,21 @@ def problem_accuracy(records: Sequence[dict], selection: str = "weighted_last",
   if how is not None:
     scores, mask = score_table(records)
     solution_scores = select.aggregate(scores, mask, how)
+  if rule == "hierarchical":
+    if subset_size not in (None, ids.shape[1]):
+      raise ValueError("Hierarchical selection reads whole chains; it takes no subsets.")
+    chosen = select.select_answers(ids, solution_scores, rule, candidate_chains(records))
+    return ((chosen == correct) & (correct != select.NO_ANSWER)).astype(np.float64)
   return select.subset_selection(ids, solution_scores, correct, subset_size or ids.shape[1],
                                  rule, num_draws, seed)
+
+
+def candidate_chains(records: Sequence[dict]) -> np.ndarray:
+  """[Q, N] the chain of each candidate: n // chain_length for sequential revisions
+  (candidate n = chain * L + position), n itself for every other strategy."""
+  n = len(records[0]["answers"])
+  lengths = np.array([int(r.get("hyper", {}).get("chain_length", 1)) for r in records])
+  return np.arange(n)[None, :] // lengths[:, None]
 
 
 def accuracies(records: Sequence[dict], subset_size: int | None = None,

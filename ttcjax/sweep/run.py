@@ -68,6 +68,9 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
   done = recorded_keys(path) | set(skip_keys)
   policy_cost = compute.ModelCost.of_policy(runner.policy_config)
   prm_cost = compute.ModelCost.of_prm(runner.prm_config)
+  # Strategies that revise run the revision model: its FLOPs per token.
+  revision_config = getattr(runner, "revision_config", None)
+  revision_cost = None if revision_config is None else compute.ModelCost.of_policy(revision_config)
   stats = {"units_run": 0, "units_skipped": 0, "records_written": 0, "tokens_generated": 0.0}
   start = time.perf_counter()
   units = list(units)
@@ -101,8 +104,9 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
                              problem_texts=None if problem_texts is None else
                              [problem_texts[i] for i in padded], **hyper)
       result = result.take(len(todo))
+      unit_policy_cost = revision_cost if unit.setting.strategy.revises else policy_cost
       records = make_records(unit, hyper, result, [problems[i] for i in todo],
-                             [correct_answers[i] for i in todo], policy_cost, prm_cost, judge,
+                             [correct_answers[i] for i in todo], unit_policy_cost, prm_cost, judge,
                              time.perf_counter() - unit_start)
       for record in records:
         f.write(json.dumps(record) + "\n")

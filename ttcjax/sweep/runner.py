@@ -31,7 +31,7 @@ from ttcjax.models.cache import KVCache
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig
 from ttcjax.models.prm_adapters import PrmAdapter
-from ttcjax.models.tokenizer import Tokenizer, pad_batch
+from ttcjax.models.tokenizer import Tokenizer, pad_batch, separator_tokens
 from ttcjax.sampling import Sampler, StepDelimiter, transformer_decode_fn
 from ttcjax.models.prm import transformer_prm_fn
 from ttcjax.search import get_strategy
@@ -55,6 +55,8 @@ class SearchResult:
     compute: {field: [B] float} of the `ComputeRecord`.
     tokens: [B, N, T] int32 generated tokens (see `SearchRunner.candidate_steps`).
     step_end: [B, N, T] bool, the last token of each step.
+    chain: [B, N] int32, each candidate's chain (sequential revisions; else n).
+    position: [B, N] int32, its attempt within the chain (else 0).
   """
 
   texts: list[list[str]]
@@ -66,6 +68,8 @@ class SearchResult:
   compute: dict[str, np.ndarray]
   tokens: np.ndarray | None = None
   step_end: np.ndarray | None = None
+  chain: np.ndarray | None = None
+  position: np.ndarray | None = None
 
   def take(self, count: int) -> "SearchResult":
     """The first `count` problems (drops a padded batch's filler)."""
@@ -73,7 +77,7 @@ class SearchResult:
     return SearchResult(self.texts[:count], self.answers[:count], self.step_scores[:count],
                         self.step_mask[:count], self.finished[:count], self.lengths[:count],
                         {k: v[:count] for k, v in self.compute.items()}, first(self.tokens),
-                        first(self.step_end))
+                        first(self.step_end), first(self.chain), first(self.position))
 
 
 class SearchRunner:
@@ -96,6 +100,10 @@ class SearchRunner:
       `max_prompt_tokens`); longer PRM prompts raise.
     prm_rows_per_pass: score at most this many rows per PRM pass (0: all at once); see
       `SearchSettings.prm_rows_per_pass`.
+    revision_policy: optional (config, params) of a revision model, the policy of
+      strategies that revise (`Strategy.revises`); it shares the tokenizer.
+    attempt_separator: the text between attempts the revision model was trained with
+      (its export's "attempt_separator"); required with `revision_policy`.
   """
 
   def __init__(self, policy: tuple[TransformerConfig, dict], prm: tuple[PrmConfig, dict],
@@ -103,8 +111,18 @@ class SearchRunner:
                max_prompt_tokens: int, max_step_tokens: int, max_solution_tokens: int,
                max_steps: int, max_rounds: int = 40, step_delimiter: str = "\n\n",
                mesh: Mesh | None = None, prm_adapter: PrmAdapter | None = None,
-               max_prm_prompt_tokens: int | None = None, prm_rows_per_pass: int = 0):
+               max_prm_prompt_tokens: int | None = None, prm_rows_per_pass: int = 0,
+               revision_policy: tuple[TransformerConfig, dict] | None = None,
+               attempt_separator: str = ""):
     (self.policy_config, policy_params), (self.prm_config, prm_params) = policy, prm
+    self.revision_config, revision_params = revision_policy or (None, None)
+    separator = ()
+    if revision_policy is not None:
+      separator = tuple(separator_tokens(tokenizer, attempt_separator))
+      if self.revision_config.vocab_size != self.policy_config.vocab_size:
+        raise ValueError(
+            f"The revision model's vocabulary ({self.revision_config.vocab_size}) is not the "
+            f"policy's ({self.policy_config.vocab_size}); both must share the tokenizer.")
     self.tokenizer, self.answer_fn = tokenizer, answer_fn
     self.max_prompt_tokens = max_prompt_tokens
     self.prm_adapter = prm_adapter
@@ -116,13 +134,15 @@ class SearchRunner:
         eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
         delimiter=StepDelimiter.build(tokenizer, step_delimiter, self.policy_config.vocab_size),
         max_step_tokens=max_step_tokens, max_solution_tokens=max_solution_tokens,
-        max_steps=max_steps, max_rounds=max_rounds, prm_rows_per_pass=prm_rows_per_pass).check()
+        max_steps=max_steps, max_rounds=max_rounds, prm_rows_per_pass=prm_rows_per_pass,
+        attempt_separator=separator).check()
     self.mesh = mesh
     if mesh is not None and DATA_AXIS not in mesh.axis_names:
       raise ValueError(f"The mesh needs a {DATA_AXIS!r} axis, has {mesh.axis_names}.")
     place = (lambda p: p) if mesh is None else (lambda p: parallel.shard_params(p, mesh))
     self.policy_params = place(policy_params)
     self.prm_params = place(prm_params)
+    self.revision_params = None if revision_params is None else place(revision_params)
     self._compiled: dict = {}
 
   @property
@@ -133,7 +153,8 @@ class SearchRunner:
     key = (strategy, budget, hyper)
     if key not in self._compiled:
       record = get_strategy(strategy)
-      decode, score = transformer_decode_fn(self.policy_config), transformer_prm_fn(self.prm_config)
+      policy_config = self.revision_config if record.revises else self.policy_config
+      decode, score = transformer_decode_fn(policy_config), transformer_prm_fn(self.prm_config)
       if self.prm_adapter is not None:
         steps = record.prm_chunk_steps(self.settings, dict(hyper))
         score = self.prm_adapter.wrap_prm_fn(score, max_steps_per_chunk=steps)
@@ -154,14 +175,17 @@ class SearchRunner:
         get_strategy(strategy).prm_suffixes_per_row(self.settings, hyper or {}))
 
   def _batch(self, prompts: Sequence[str], problem_ids: Sequence[int],
-             problem_texts: Sequence[str] | None, prm_capacity: int) -> SearchBatch:
+             problem_texts: Sequence[str] | None, prm_capacity: int, strategy: str,
+             hyper: dict) -> SearchBatch:
     tokens, lengths = pad_batch(self.tokenizer, prompts, width=self.max_prompt_tokens)
     rows = len(prompts)
+    record = get_strategy(strategy)
     batch = SearchBatch(
         prompts=jnp.asarray(tokens), prompt_lengths=jnp.asarray(lengths),
         problem_ids=jnp.asarray(problem_ids, jnp.int32),
-        policy_cache=KVCache.init(self.policy_config, rows,
-                                  cache_capacity(self.max_prompt_tokens, self.settings)),
+        policy_cache=KVCache.init(
+            self.revision_config if record.revises else self.policy_config, rows,
+            record.policy_cache_capacity(self.max_prompt_tokens, self.settings, hyper)),
         prm_cache=KVCache.init(self.prm_config.backbone, rows, prm_capacity))
     if self.prm_adapter is not None:
       try:
@@ -205,11 +229,17 @@ class SearchRunner:
     if len(prompts) % self.data_shards:
       raise ValueError(f"{len(prompts)} problems do not split over {self.data_shards} data "
                        "shards; pad the batch to a multiple.")
-    get_strategy(strategy).validate(budget, hyper)
+    record = get_strategy(strategy)
+    record.validate(budget, hyper)
+    if record.revises and self.revision_params is None:
+      raise ValueError(f"Strategy {strategy!r} revises: give the SearchRunner a "
+                       "revision_policy (a revision model) and its attempt_separator.")
     sampler.check()
     fn = self._function(strategy, budget, tuple(sorted(hyper.items())))
-    batch = self._batch(prompts, problem_ids, problem_texts, self.prm_capacity(strategy, hyper))
-    out = fn(self.policy_params, self.prm_params, batch, rng, sampler, self.settings)
+    batch = self._batch(prompts, problem_ids, problem_texts, self.prm_capacity(strategy, hyper),
+                        strategy, hyper)
+    policy_params = self.revision_params if record.revises else self.policy_params
+    out = fn(policy_params, self.prm_params, batch, rng, sampler, self.settings)
     out = parallel.to_host(out)
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     texts = [[self.tokenizer.decode(tokens[p, n, :lengths[p, n]]) for n in range(tokens.shape[1])]
@@ -220,7 +250,8 @@ class SearchRunner:
         finished=np.asarray(out.finished), lengths=lengths,
         compute={f.name: np.asarray(getattr(out.compute, f.name))
                  for f in dataclasses.fields(out.compute)},
-        tokens=tokens, step_end=np.asarray(out.step_end))
+        tokens=tokens, step_end=np.asarray(out.step_end), chain=np.asarray(out.chain),
+        position=np.asarray(out.position))
 
   def candidate_steps(self, result: SearchResult) -> list[list[list[str]]]:
     """B lists of N lists of step texts, each step's tokens decoded (delimiters and a

@@ -17,7 +17,7 @@ from typing import Hashable, Sequence
 import numpy as np
 
 AGGREGATIONS = ("last", "min", "prod", "mean")
-RULES = ("majority", "best", "weighted")
+RULES = ("majority", "best", "weighted", "hierarchical")
 NO_ANSWER = -1
 
 
@@ -72,7 +72,8 @@ def answer_ids(answers: Sequence[Sequence[Hashable | None]]) -> tuple[np.ndarray
   return ids, vocab
 
 
-def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.ndarray:
+def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str,
+                   chains: np.ndarray | None = None) -> np.ndarray:
   """The chosen answer id per problem [Q] (NO_ANSWER when no candidate has one).
 
   Args:
@@ -83,7 +84,11 @@ def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.
       candidate; ties to the earlier candidate) or "weighted" (the answer whose
       candidates' scores sum highest, the paper's best-of-N weighted). Majority and
       weighted ties go to the lowest id (`answer_ids` numbers answers in order of
-      first appearance, so: the answer seen first).
+      first appearance, so: the answer seen first). "hierarchical" (the paper's
+      selection for sequential revisions): best-of-N weighted within each chain, then
+      across chains, each chain voting for its winner with the winner's summed score.
+    chains: [Q, N] the chain of each candidate (`SearchOutput.chain`), for
+      "hierarchical"; with every candidate its own chain it is "weighted".
   """
   if rule not in RULES:
     raise ValueError(f"Unknown selection rule {rule!r}; choose one of {RULES}.")
@@ -96,12 +101,22 @@ def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.
                        f"{None if scores is None else np.shape(scores)}.")
     scores = np.asarray(scores, np.float64)
   valid = ids != NO_ANSWER
+  if rule == "hierarchical":
+    return _hierarchical(ids, scores, chains)
   if rule == "best":
     masked = np.where(valid, scores, -np.inf)
     best = np.argmax(masked, axis=1)
     chosen = ids[np.arange(ids.shape[0]), best]
     return np.where(valid.any(axis=1), chosen, NO_ANSWER)
   weights = np.ones(ids.shape) if rule == "majority" else scores
+  totals = _answer_totals(ids, weights, valid)  # an answer no candidate gave is never chosen
+  # Answer ids are numbered in order of first appearance, so argmax's first-max
+  # tie-break picks the answer seen first.
+  return np.where(valid.any(axis=1), np.argmax(totals, axis=1), NO_ANSWER)
+
+
+def _answer_totals(ids: np.ndarray, weights: np.ndarray, valid: np.ndarray) -> np.ndarray:
+  """[Q, A] summed weights per answer id; -inf for an answer no valid candidate gave."""
   width = max(int(ids.max()) + 1, 1)
   totals = np.zeros((ids.shape[0], width))
   present = np.zeros((ids.shape[0], width), bool)
@@ -109,10 +124,32 @@ def select_answers(ids: np.ndarray, scores: np.ndarray | None, rule: str) -> np.
   flat = (rows[valid.ravel()], ids.ravel()[valid.ravel()])
   np.add.at(totals, flat, weights.ravel()[valid.ravel()])
   present[flat] = True
-  totals = np.where(present, totals, -np.inf)  # an answer no candidate gave is never chosen
-  # Answer ids are numbered in order of first appearance, so argmax's first-max
-  # tie-break picks the answer seen first.
-  return np.where(valid.any(axis=1), np.argmax(totals, axis=1), NO_ANSWER)
+  return np.where(present, totals, -np.inf)
+
+
+def _hierarchical(ids: np.ndarray, scores: np.ndarray, chains: np.ndarray | None) -> np.ndarray:
+  """Best-of-N weighted within each chain, then across the chains' winners (weighted by
+  the winners' within-chain totals); ties to the answer seen first, as "weighted"."""
+  if chains is None or np.shape(chains) != ids.shape:
+    raise ValueError(f"Rule 'hierarchical' needs chains of shape {ids.shape} (the chain of "
+                     f"each candidate), got {None if chains is None else np.shape(chains)}.")
+  chains = np.asarray(chains)
+  num_problems = ids.shape[0]
+  winners = np.full((num_problems, chains.max() + 1 if chains.size else 1), NO_ANSWER)
+  weights = np.zeros(winners.shape)
+  valid = ids != NO_ANSWER
+  for chain in np.unique(chains):
+    member = valid & (chains == chain)
+    totals = _answer_totals(ids, scores, member)
+    best = np.argmax(totals, axis=1)
+    has = member.any(axis=1)
+    winners[:, chain] = np.where(has, best, NO_ANSWER)
+    weights[:, chain] = np.where(has, totals[np.arange(num_problems), best], 0.0)
+  voted = winners != NO_ANSWER
+  if not voted.any():
+    return np.full((num_problems,), NO_ANSWER)
+  totals = _answer_totals(np.where(voted, winners, 0), weights, voted)
+  return np.where(voted.any(axis=1), np.argmax(totals, axis=1), NO_ANSWER)
 
 
 def _first_position(ids: np.ndarray) -> np.ndarray:

@@ -189,22 +189,7 @@ class MonteCarloLabeler:
 
 
 def _done_uids(path: str) -> set[str]:
-  if not os.path.exists(path):
-    return set()
-  done = set()
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        done.add(json.loads(line)["uid"])
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        # A kill only cuts the last line, which `drop_partial_line` removed first.
-        raise ValueError(
-            f"{path}, line {number}: not a labelled problem ({e!r}); the file was damaged. "
-            f"Delete the line (e.g. sed -i '{number}d' {path}) and rerun: that problem is "
-            "labelled again.") from e
-  return done
+  return {r["uid"] for r in rundir.read_json_lines(path, "labelled problem")}
 
 
 def label_to_file(labeler: MonteCarloLabeler, problems: Sequence, prompts: Sequence[str],
@@ -248,7 +233,8 @@ def label_to_file(labeler: MonteCarloLabeler, problems: Sequence, prompts: Seque
       tokens_per_s = (labeler.tokens_generated - tokens_before) / elapsed
       bar.set_postfix(tok_s=f"{tokens_per_s:.0f}")
       if bar.disable:  # not a terminal: one line per batch instead of a bar
-        print(f"mc-labels {bar.n}/{len(problems)} problems, {elapsed:.0f} s, "
+        finished = len(problems) - len(todo) + chunk_start + len(chunk)  # bar.n stays 0 when disabled
+        print(f"mc-labels {finished}/{len(problems)} problems, {elapsed:.0f} s, "
               f"{tokens_per_s:.0f} tokens/s", flush=True)
   elapsed = time.perf_counter() - start
   generated = labeler.tokens_generated - tokens_before
@@ -257,20 +243,7 @@ def label_to_file(labeler: MonteCarloLabeler, problems: Sequence, prompts: Seque
 
 
 def read_labels(path: str) -> list[dict]:
-  """All complete records of a labels file."""
+  """All complete records of a labels file (ValueError naming a damaged line)."""
   if not os.path.exists(path):
     raise ValueError(f"No labels file at {path}; run the labelling stage first.")
-  records = []
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError as e:
-        if not line.endswith("\n"):
-          continue  # the last line, cut by a kill: the next run drops and redoes it
-        raise ValueError(f"{path}, line {number}: not a labelled problem ({e}); the file "
-                         "was damaged. Delete the line and rerun the labelling stage: that "
-                         "problem is labelled again.") from e
-  return records
+  return rundir.read_json_lines(path, "labelled problem")

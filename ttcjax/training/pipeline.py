@@ -5,9 +5,12 @@
   Carlo rollouts.
 * `prm` / `orm`: train a value head (backbone initialised from the policy) on the
   soft step labels, or on final-answer correctness.
+* `revision_samples` / `revision_sft`: sample the policy many times per training
+  question, then fine-tune a revision model (initialised from the policy) to write a
+  correct attempt after incorrect ones (`ttcjax.training.revisions`).
 
 Each stage writes into its workdir and exports its result as `model/` (a
-safetensors file plus model.json), or `labels.jsonl` for the labelling stage.
+safetensors file plus model.json), or `labels.jsonl` / `samples.jsonl` for the labelling and sampling stages.
 Launchers (`experiments/train.py`, `experiments/mc_labels.py`) only parse flags and
 call `run`.
 """
@@ -30,9 +33,11 @@ from ttcjax.models.transformer import init_params
 from ttcjax.tasks.arith import arithmetic, testbed
 from ttcjax import rundir
 from ttcjax.models.export import export_model
-from ttcjax.training import loop, mc_labels, reward_models, sft
+from ttcjax.rollouts import SolutionSampler
+from ttcjax.sampling import Sampler
+from ttcjax.training import loop, mc_labels, revisions, reward_models, sft
 
-STAGES = ("sft", "mc_labels", "prm", "orm")
+STAGES = ("sft", "mc_labels", "prm", "orm", "revision_samples", "revision_sft")
 
 
 def _export_dir(config, workdir: str) -> str:
@@ -52,7 +57,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   rundir.check_run_config(workdir, config.to_dict(), ignore=("export_dir",))
   start = time.perf_counter()
   summary = {"sft": run_sft, "mc_labels": run_mc_labels, "prm": run_reward,
-             "orm": run_reward}[stage](config, workdir)
+             "orm": run_reward, "revision_samples": run_revision_samples,
+             "revision_sft": run_revision_sft}[stage](config, workdir)
   summary["wall_s"] = time.perf_counter() - start
   _write_summary(workdir, summary)
   return summary
@@ -249,5 +255,115 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
       "stage": config.stage, "best_eval_loss": float(state.best_eval),
       "tokenizer": tokenizer.to_dict(), "step_delimiter": arithmetic.STEP_DELIMITER})
   return {"stage": config.stage, "train_examples": len(train_ex), "held_out_examples": len(eval_ex),
+          "best_eval_loss": float(state.best_eval), "steps_done": int(state.step),
+          "export_dir": export}
+
+
+# ------------------------------------------------------------------- revisions
+
+
+def run_revision_samples(config, workdir: str) -> dict[str, Any]:
+  tokenizer = testbed.tokenizer()
+  model_config, params, _ = testbed.load_policy(config.policy_dir)
+  problems = arithmetic.make_split("train", config.num_problems, config.data_seed)
+  s = config.sampling
+  sampler = Sampler(temperature=s.temperature).check()
+  solution_sampler = SolutionSampler(model_config, tokenizer,
+                                     max_prompt_tokens=testbed.MAX_PROMPT_TOKENS,
+                                     max_solution_tokens=s.max_solution_tokens,
+                                     step_delimiter=arithmetic.STEP_DELIMITER)
+  rng = jax.random.PRNGKey(s.seed)
+  generated = [0]
+
+  def sample_fn(batch, ids):
+    out = solution_sampler.sample(params, [p.prompt for p in batch], s.samples_per_problem,
+                                  sampler, rng, problem_ids=ids)
+    generated[0] += out.num_generated
+    return [[{"text": text, "correct": bool(arithmetic.is_correct(problem, text)),
+              "finished": bool(done)} for text, done in zip(texts, finished)]
+            for problem, texts, finished in zip(batch, out.texts, out.finished)]
+
+  path = os.path.join(workdir, "samples.jsonl")
+  stats = revisions.sample_to_file(sample_fn, problems, [p.prompt for p in problems], path,
+                                   problems_per_batch=s.problems_per_batch,
+                                   extra=lambda p: {"level": p.level})
+  records = revisions.read_samples(path)
+  correct = np.array([[x["correct"] for x in r["samples"]] for r in records], bool)
+  return {"stage": "revision_samples", "problems": len(records),
+          "samples": int(correct.size), "sample_accuracy": float(correct.mean()),
+          "problems_without_correct": int((~correct.any(axis=1)).sum()),
+          "problems_without_incorrect": int(correct.all(axis=1).sum()),
+          "tokens_generated_this_call": int(generated[0]),
+          "tokens_per_s_this_call": generated[0] / max(stats["wall_s"], 1e-9)}
+
+
+def run_revision_sft(config, workdir: str) -> dict[str, Any]:
+  tokenizer = testbed.tokenizer()
+  separator = revisions.separator_tokens(tokenizer, config.separator)
+  model_config, params, policy_extra = testbed.load_policy(config.policy_dir)
+  records = revisions.read_samples(config.samples_path)
+  if not records:
+    raise ValueError(f"{config.samples_path} holds no sampled questions.")
+  d = config.data
+  uids = sorted(r["uid"] for r in records)
+  rng = np.random.default_rng(config.seed)
+  held_out = set(rng.choice(uids, max(1, int(len(uids) * d.held_out_fraction)), replace=False))
+  train_ex = revisions.build_examples([r for r in records if r["uid"] not in held_out],
+                                      np.random.default_rng([config.seed, 1]), d.max_previous)
+  eval_ex = revisions.build_examples([r for r in records if r["uid"] in held_out],
+                                     np.random.default_rng([config.seed, 2]), d.max_previous)
+  if not train_ex or not eval_ex:
+    raise ValueError("Too few correct samples to split into training and held-out examples; "
+                     "sample more questions.")
+
+  def encode(examples):
+    return revisions.encode_revision_batch(tokenizer, examples, separator, d.max_length,
+                                           _PAD_MULTIPLE)
+
+  per_epoch = max(1, len(train_ex) // d.batch_size)
+  sizes = np.array([len(e.prompt) + sum(map(len, e.previous)) + len(e.target) for e in train_ex])
+
+  @functools.lru_cache(maxsize=2)
+  def epoch_order(epoch: int) -> np.ndarray:
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ex))
+    span = _LENGTH_GROUP * d.batch_size  # similar lengths per batch pad less (as for SFT)
+    return np.concatenate([chunk[np.argsort(sizes[chunk], kind="stable")]
+                           for chunk in np.array_split(order, range(span, len(order), span))])
+
+  def batch_fn(step: int):
+    epoch, index = divmod(step, per_epoch)
+    chosen = epoch_order(epoch)[index * d.batch_size:(index + 1) * d.batch_size]
+    return encode([train_ex[i] for i in chosen])
+
+  loss_fn = sft.sft_loss(model_config)
+  eval_loss = jax.jit(loss_fn)
+  eval_ex.sort(key=lambda e: len(e.prompt) + sum(map(len, e.previous)) + len(e.target))
+  eval_batches = [encode(eval_ex[i:i + d.batch_size]) for i in range(0, len(eval_ex), d.batch_size)]
+
+  def eval_fn(params):
+    weights = [b["loss_mask"].sum() for b in eval_batches]
+    losses = [float(eval_loss(params, b)[0]) for b in eval_batches]
+    return {"loss": float(np.average(losses, weights=weights))}
+
+  state = loop.train(
+      workdir=workdir, params=params, loss_fn=loss_fn, batch_fn=batch_fn,
+      optimizer=_optimizer(config, config.train.steps), loop=_loop_config(config),
+      eval_fn=eval_fn, tokens_in_batch=lambda b: int(b["lengths"].sum()),
+      description="revision sft")
+  counts = np.bincount([len(e.previous) for e in train_ex], minlength=d.max_previous + 1)
+  # Its pretraining tokens for FLOPs-matched comparisons: the policy's plus every token fed here.
+  sft_tokens = sum(int(batch_fn(s)["lengths"].sum()) for s in range(int(state.step)))
+  train_tokens = int(policy_extra.get("train_tokens", 0)) + sft_tokens
+  export = _export_dir(config, workdir)
+  export_model(export, state.best_params, model_config, extra={
+      "stage": "revision_sft", "tokenizer": tokenizer.to_dict(),
+      "step_delimiter": arithmetic.STEP_DELIMITER, "attempt_separator": config.separator,
+      "max_previous_attempts": revisions.MAX_PREVIOUS_ATTEMPTS,
+      "train_tokens": train_tokens, "revision_train_tokens": sft_tokens,
+      "best_eval_loss": float(state.best_eval)})
+  return {"stage": "revision_sft", "train_examples": len(train_ex),
+          "held_out_examples": len(eval_ex),
+          "train_previous_attempt_counts": [int(c) for c in counts],
+          "revision_train_tokens": sft_tokens,
           "best_eval_loss": float(state.best_eval), "steps_done": int(state.step),
           "export_dir": export}

@@ -39,11 +39,18 @@ def encode_sft_batch(tokenizer: Tokenizer, prompts: Sequence[str], solutions: Se
     raise ValueError(
         f"Need as many prompts as solutions, and at least one (got {len(prompts)} and "
         f"{len(solutions)}).")
-  batch = len(prompts)
   sequences = []
   for prompt, solution in zip(prompts, solutions):
     prompt_ids = tokenizer.encode(prompt, add_bos=True)
     sequences.append((len(prompt_ids), prompt_ids + tokenizer.encode(solution) + [tokenizer.eos_id]))
+  return pad_sequences(sequences, tokenizer.pad_id, max_length, pad_to_multiple)
+
+
+def pad_sequences(sequences: Sequence[tuple[int, list[int]]], pad_id: int, max_length: int,
+                  pad_to_multiple: int | None = None) -> dict[str, np.ndarray]:
+  """(context length, whole sequence) pairs as a padded batch whose loss covers
+  everything after the context (see `encode_sft_batch` for the arguments and keys)."""
+  batch = len(sequences)
   longest = max(len(seq) - 1 for _, seq in sequences)
   if longest > max_length:
     raise ValueError(
@@ -51,8 +58,8 @@ def encode_sft_batch(tokenizer: Tokenizer, prompts: Sequence[str], solutions: Se
         "data.max_length.")
   if pad_to_multiple:
     max_length = min(max_length, -(-longest // pad_to_multiple) * pad_to_multiple)
-  inputs = np.full((batch, max_length), tokenizer.pad_id, np.int32)
-  targets = np.full((batch, max_length), tokenizer.pad_id, np.int32)
+  inputs = np.full((batch, max_length), pad_id, np.int32)
+  targets = np.full((batch, max_length), pad_id, np.int32)
   mask = np.zeros((batch, max_length), np.float32)
   lengths = np.zeros((batch,), np.int32)
   for i, (prompt_length, sequence) in enumerate(sequences):

@@ -51,9 +51,19 @@ def sweep_identity(config: dict) -> dict:
 def recorded_config(config) -> dict:
   """The sweep config as its workdir and archive record it: with the fingerprints of
   the weights it searched with, since retrained checkpoints keep their paths."""
-  return dict(config.to_dict(), weights={
-      "policy": export.weights_fingerprint(config.policy_dir),
-      "prm": export.weights_fingerprint(config.prm_dir)})
+  weights = {"policy": export.weights_fingerprint(config.policy_dir),
+             "prm": export.weights_fingerprint(config.prm_dir)}
+  if config.get("revision_dir"):
+    weights["revision"] = export.weights_fingerprint(config.revision_dir)
+  return dict(config.to_dict(), weights=weights)
+
+
+def _check_revision_model(config, settings) -> None:
+  """ValueError, before anything loads, when a setting revises but no revision model is set."""
+  revising = [s.label for s in settings if s.strategy.revises]
+  if revising and not config.get("revision_dir"):
+    raise ValueError(f"The settings {revising} run sequential revisions, which need a revision "
+                     "model: set revision_dir (e.g. checkpoints/arith/revision).")
 
 
 def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | None = None,
@@ -69,6 +79,7 @@ def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | No
   sampler = Sampler(temperature=config.temperature, top_p=config.top_p).check()
   settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
   sweep.check_settings_run(settings, list(config.budgets))
+  _check_revision_model(config, settings)
   problems = testbed.evaluation_problems(config.problems_per_level)
   units = sweep.plan_units(settings, list(config.budgets), list(config.seeds), len(problems),
                            config.problems_per_batch, config.get("max_rows_per_batch"))
@@ -76,7 +87,8 @@ def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | No
   summaries = archive.read(archive_dir)
   archive.check_same_sweep(summaries, sweep_identity(recorded))
   archive.check_problems(summaries, [p.uid for p in problems])
-  runner = testbed.search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh)
+  runner = testbed.search_runner(config.policy_dir, config.prm_dir, dict(config.caps), mesh,
+                                 revision_dir=config.get("revision_dir") or None)
   # Results are keyed by (strategy, budget, seed, problem) and a problem's search
   # depends only on its id, so a sweep may be widened in place.
   rundir.check_run_config(workdir, recorded, ignore=_NOT_IDENTITY)
@@ -101,6 +113,8 @@ def stage_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections
   sweep_config = dict(common, policy_dir=config.policy_dir, budgets=tuple(config.budgets),
                       seeds=tuple(config.seeds), temperature=config.temperature,
                       strategies=[dict(s) for s in config.strategies])
+  if config.get("revision_dir"):
+    sweep_config["revision_dir"] = config.revision_dir
   difficulty_config = dict(common, policy_dir=config.policy_dir,
                            budgets=(config.difficulty_samples,),
                            seeds=(config.difficulty_seed,), temperature=config.temperature,
@@ -126,8 +140,11 @@ def _model_facts(config: ml_collections.ConfigDict) -> study_runner.ModelFacts:
   if None in tokens:
     raise ValueError("The policies' exports do not record their training tokens (extra."
                      "train_tokens); the exchange needs D_pretrain.")
+  revision_tokens = None
+  if config.get("revision_dir"):
+    revision_tokens = float(export.load_exported(config.revision_dir)[2]["train_tokens"])
   return study_runner.ModelFacts(
-      policy_cost=policy_cost, prm_cost=prm_cost,
+      policy_cost=policy_cost, prm_cost=prm_cost, revision_pretraining_tokens=revision_tokens,
       small_params=small.num_params, large_params=large.num_params,
       # Each policy is charged the tokens it was trained on (its export records them).
       pretraining_tokens=float(small_extra["train_tokens"]),

@@ -37,7 +37,7 @@ from ttcjax.tasks.arith import arithmetic
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))), "checkpoints", "arith")
-SHIPPED_MODELS = ("policy_small", "policy_large", "prm", "orm")
+SHIPPED_MODELS = ("policy_small", "policy_large", "prm", "orm", "revision")
 MAX_PROMPT_TOKENS = 48
 MAX_SOLUTION_TOKENS = 160
 MAX_STEPS = 12
@@ -386,10 +386,31 @@ def problem_id(problem: arithmetic.Problem) -> int:
   return 1000 * problem.level + int(problem.uid.rsplit("-", 1)[1])
 
 
-def search_runner(policy_dir: str, prm_dir: str, caps: dict, mesh=None):
-  """A `SearchRunner` over exported testbed models (the shipped ones by default)."""
+def load_revision_model(path: str) -> tuple[TransformerConfig, dict, str]:
+  """(config, params, attempt separator) of an exported testbed revision model.
+
+  Raises:
+    ValueError: the export there is not a revision model (no attempt separator).
+  """
+  config, params, extra = load_policy(path)
+  if extra.get("stage") != "revision_sft" or not extra.get("attempt_separator"):
+    raise ValueError(f"{path} holds a policy, not a revision model (its model.json records no "
+                     "attempt_separator); point at a `revision_sft` export, e.g. "
+                     f"{shipped_checkpoint('revision')}.")
+  return config, params, extra["attempt_separator"]
+
+
+def search_runner(policy_dir: str, prm_dir: str, caps: dict, mesh=None,
+                  revision_dir: str | None = None):
+  """A `SearchRunner` over exported testbed models (the shipped ones by default); with
+  `revision_dir`, strategies that revise run that revision model."""
   policy = load_policy(policy_dir)[:2]
   prm = load_reward_model(prm_dir)[:2]
+  revision, separator = None, ""
+  if revision_dir:
+    *revision, separator = load_revision_model(revision_dir)
+    revision = tuple(revision)
   return SearchRunner(policy, prm, tokenizer(),
                       lambda text: arithmetic.canonical_answer(arithmetic.extract_answer(text)),
-                      step_delimiter=arithmetic.STEP_DELIMITER, mesh=mesh, **caps)
+                      step_delimiter=arithmetic.STEP_DELIMITER, mesh=mesh,
+                      revision_policy=revision, attempt_separator=separator, **caps)
