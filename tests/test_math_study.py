@@ -246,3 +246,22 @@ def test_a_study_widened_to_a_larger_budget_reads_only_its_own_runs(tmp_path):
   kept = study_runner._stage_records(str(tmp_path), config, ["p1"])  # pylint: disable=protected-access
   assert sorted((r["strategy"], r["budget"]) for r in kept) == [
       ("beam", 4), ("beam", 16), ("beam", 64), ("best_of_n", 64)]
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen"])
+def test_revision_separator_is_the_chat_templates_turn_boundary(family):
+  """Previous attempts go in as assistant turns answered by a fixed user turn: the
+  separator is the text between one assistant turn's content and the next one's."""
+  from ttcjax.tasks.math import prompts
+  template = {"llama3": LLAMA3_TEMPLATE, "qwen": QWEN_TEMPLATE}[family]
+  builder = prompts.PromptBuilder(template=template, special_tokens={
+      "bos_token": "", "date_string": prompts.TEMPLATE_DATE})
+  sep = builder.attempt_separator()
+  end_of_turn = {"llama3": "<|eot_id|>", "qwen": "<|im_end|>"}[family]
+  assert sep.startswith(end_of_turn) and prompts.REVISION_REQUEST in sep
+  turns = builder.messages("2+2?") + [{"role": "assistant", "content": "It is 4."},
+                                      {"role": "user", "content": prompts.REVISION_REQUEST}]
+  from ttcjax.models import chat_template
+  assert chat_template.render(template, turns, add_generation_prompt=True,
+                              **builder.special_tokens) == builder("2+2?") + "It is 4." + sep
+  assert prompts.PromptBuilder().attempt_separator().endswith(prompts.PLAIN_REVISION_HEADER + "\n")

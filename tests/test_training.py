@@ -343,3 +343,30 @@ def test_train_launcher_smoke(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   subprocess.run(cmd, check=True, cwd=root, capture_output=True, timeout=300)
   assert os.path.exists(tmp_path / "model" / "model.safetensors")
+
+
+def test_revision_stages_end_to_end(tmp_path):
+  """The policy's samples -> revision SFT -> the revision model's own chains, each
+  resumable output readable; the export records its separator and training tokens."""
+  from configs.arith import revision_outputs, revision_samples, revision_sft
+  from ttcjax.tasks.arith import testbed
+  samples = revision_samples.get_config()
+  samples.num_problems = 4
+  samples.sampling.update(samples_per_problem=8, problems_per_batch=2)
+  out = pipeline.run(samples, str(tmp_path / "samples"))
+  assert out["problems"] == 4 and out["samples"] == 32
+  sft_config = revision_sft.get_config()
+  sft_config.samples_path = str(tmp_path / "samples" / "samples.jsonl")
+  sft_config.data.update(batch_size=4, held_out_fraction=0.5)
+  sft_config.train.update(steps=2, log_every=1, eval_every=1, save_every=1)
+  out = pipeline.run(sft_config, str(tmp_path / "sft"))
+  assert out["train_examples"] > 0 and out["revision_train_tokens"] > 0
+  _, _, separator = testbed.load_revision_model(str(tmp_path / "sft" / "model"))
+  assert separator == revision_sft.SEPARATOR
+  outputs = revision_outputs.get_config()
+  outputs.revision_dir = str(tmp_path / "sft" / "model")
+  outputs.num_problems = 2
+  outputs.sampling.update(chains=2, chain_length=2, problems_per_batch=2)
+  out = pipeline.run(outputs, str(tmp_path / "outputs"))
+  records = mc_labels.read_labels(str(tmp_path / "outputs" / "labels.jsonl"))
+  assert out["samples"] == 8 and [s["position"] for s in records[0]["samples"]] == [0, 1, 0, 1]

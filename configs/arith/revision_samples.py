@@ -5,7 +5,9 @@ The paper's scale: 64 samples per question (temperature 1, the study's sampling)
   python -m experiments.train --config configs/arith/revision_samples.py \
       --workdir runs/revision_samples
 
-Wall time on 2 CPU cores: measured below when the shipped revision model was made.
+Wall time on 2 CPU cores: 8.9 min (2026-12-02; 1,024 questions, 65,536 samples, sample
+accuracy 0.610; 87 questions without a right sample, 263 without a wrong one; 2.58M
+tokens at 4,851 tokens/s).
 """
 
 import ml_collections

@@ -7,9 +7,17 @@ after 0-4 incorrect ones of the same question (the paper's section 6 recipe,
   python -m experiments.train --config configs/arith/revision_sft.py \
       --workdir runs/revision_sft --config.export_dir=checkpoints/arith/revision
 
+Wall time on 2 CPU cores: 25.1 min (2026-12-02; 1,500 steps, 7.25M tokens; 35,578
+training examples with 0..4 previous attempts in counts 19,095 / 6,660 / 4,243 / 3,109 /
+2,471; best held-out loss 0.0490 at step 1100, which is exported).
+
 The learning rate is a third of the policy's pretraining peak (3e-3), a usual
 fine-tuning discount; no sweep was run. Early stopping on the held-out questions'
-loss (10% of the questions) keeps the best evaluation.
+loss (10% of the questions) keeps the best evaluation. Measured afterwards: on the
+held-out targets after no previous attempt, the fine-tuned model's loss is 0.0149
+against the base policy's 0.0027, and its first-attempt pass@1 0.479 against 0.580
+(100 test problems x 8): this rate damaged the first attempt, so a learning-rate sweep
+on held-out loss is the next step (docs/revisions.md).
 """
 
 import ml_collections

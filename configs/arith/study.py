@@ -5,7 +5,9 @@
 
 The default size is what 2 CPU cores finish in under 20 minutes: 80 test problems
 (8 per level), generation budgets 1..32, four strategy settings (best-of-N, beam
-with M = 4 and M = sqrt(N), lookahead k = 1), 16 difficulty samples per problem.
+with M = 4 and M = sqrt(N), lookahead k = 1), sequential revisions at every chain
+length L of the budgets (N / L chains of L attempts of the revision model: the
+paper's section 6), 16 difficulty samples per problem.
 A longer study reuses the same workdir and adds only what is new, e.g. budgets to 64:
 
   python -m experiments.reproduce --workdir runs/study \
@@ -15,8 +17,8 @@ More problems work the same way (problems_per_level up to 50, the whole test set
 DVTS, REBASE and lookahead k = 3 are in configs/arith/sweep.py; add them here (in a
 new workdir: other strategies are refused in an old one) for a wider study.
 
-The `quick` variant (20 problems, budgets 1..4, 4 difficulty samples) is a smoke test of
-every stage; a default run may reuse a quick run's workdir.
+The `quick` variant (20 problems, budgets 1..4, 4 difficulty samples, revisions at chain
+lengths 1 and 2) is a smoke test of every stage; a default run may reuse a quick run's workdir.
 """
 
 import ml_collections
@@ -26,7 +28,7 @@ from configs.arith import sweep
 
 
 QUICK = dict(problems_per_level=2, problems_per_batch=20, budgets=(1, 2, 4), difficulty_samples=4,
-             cv_repeats=10)
+             cv_repeats=10, revision_chain_lengths=(1, 2))
 
 
 def get_config(variant=None):
@@ -35,6 +37,8 @@ def get_config(variant=None):
   c.policy_dir = "checkpoints/arith/policy_small"
   c.large_policy_dir = "checkpoints/arith/policy_large"
   c.prm_dir = "checkpoints/arith/prm"
+  c.revision_dir = "checkpoints/arith/revision"
+  c.revision_chain_lengths = (1, 2, 4, 8, 16, 32)
   c.problems_per_level = 8
   c.problems_per_batch = 80
   c.budgets = (1, 2, 4, 8, 16, 32)
@@ -50,4 +54,9 @@ def get_config(variant=None):
   ]
   study_analysis.set_analysis_fields(c)
   study_analysis.set_variant(c, variant, QUICK)
+  # Revisions at every sequential:parallel ratio: chain lengths 1 (fully parallel) to the
+  # largest budget (fully sequential there), each run at the budgets it divides.
+  c.strategies = list(c.strategies) + [
+      dict(name="revisions", chain_length=length, label=f"revisions_l{length}")
+      for length in c.revision_chain_lengths]
   return c

@@ -74,6 +74,9 @@ def _reread(models: SearchModels, question: DecodeState, attempts: jax.Array,
             ) -> tuple[DecodeState, jax.Array]:
   """Each chain restarted from its question with its last 4 attempts re-read.
 
+  The attempts go in one at a time (each with its separator), so a pass attends with
+  [A, heads, T + sep, C] scores rather than four attempts' worth at once.
+
   Args:
     question: A rows, the question prefilled (shared per problem).
     attempts: [A, L, T] attempts so far; attempt_lengths: [A, L] their tokens without EOS.
@@ -84,22 +87,21 @@ def _reread(models: SearchModels, question: DecodeState, attempts: jax.Array,
   """
   sep = jnp.asarray(settings.attempt_separator, jnp.int32)
   t = settings.max_solution_tokens
-  width = MAX_PREVIOUS_ATTEMPTS * (t + sep.shape[0]) + t  # room for a T-wide write at the end
 
-  def one_row(row_attempts, row_lengths):
-    buffer = jnp.full((width,), settings.pad_id, jnp.int32)
-    offset = jnp.int32(0)
-    for j in range(MAX_PREVIOUS_ATTEMPTS):
-      index = position - MAX_PREVIOUS_ATTEMPTS + j
-      buffer = jax.lax.dynamic_update_slice(buffer, row_attempts[index], (offset,))
-      offset = offset + row_lengths[index]
-      buffer = jax.lax.dynamic_update_slice(buffer, sep, (offset,))
-      offset = offset + sep.shape[0]
-    return buffer, offset
+  def with_separator(row_attempt, length):
+    buffer = jnp.concatenate([row_attempt, jnp.full(sep.shape, settings.pad_id, jnp.int32)])
+    return jax.lax.dynamic_update_slice(buffer, sep, (length,))  # [T + sep]
 
-  tokens, num_new = jax.vmap(one_row)(attempts, attempt_lengths)
-  state, _ = append_tokens(models.policy_fn, models.policy_params, question, tokens, num_new)
-  return state, num_new
+  state, ran = question, jnp.zeros((question.num_rows,), jnp.int32)
+  for j in range(MAX_PREVIOUS_ATTEMPTS):
+    index = position - MAX_PREVIOUS_ATTEMPTS + j
+    tokens = jax.lax.dynamic_index_in_dim(attempts, index, axis=1, keepdims=False)[:, :t]
+    lengths = jax.lax.dynamic_index_in_dim(attempt_lengths, index, axis=1, keepdims=False)
+    chunk = jax.vmap(with_separator)(tokens, lengths)
+    state, _ = append_tokens(models.policy_fn, models.policy_params, state, chunk,
+                             lengths + sep.shape[0])
+    ran = ran + lengths + sep.shape[0]
+  return state, ran
 
 
 def sequential_revisions(models: SearchModels, batch: SearchBatch, rng: jax.Array,
@@ -147,8 +149,8 @@ def sequential_revisions(models: SearchModels, batch: SearchBatch, rng: jax.Arra
       prm_scored=prm_scored, prm_context=prm_context)
 
   keys = row_keys(rng, batch.problem_ids, num_chains)
-  question = start.repeat(num_chains).with_keys(keys)
-  prm_rows = fr._repeat_rows(prm_question, num_chains)
+  # B rows are kept; the A-row copy is made where a chain starts from its question.
+  question = lambda: start.repeat(num_chains).with_keys(keys)
   rows = num_problems * num_chains
   buffers = dict(
       tokens=jnp.full((rows, chain_length, t), settings.pad_id, jnp.int32),
@@ -165,7 +167,8 @@ def sequential_revisions(models: SearchModels, batch: SearchBatch, rng: jax.Arra
       return _separate(models, state, settings)
 
     def reread(_):
-      return _reread(models, question, buffers["tokens"], buffers["context"], position, settings)
+      return _reread(models, question(), buffers["tokens"], buffers["context"], position,
+                     settings)
 
     def first(_):
       return state, jnp.zeros((rows,), jnp.int32)
@@ -180,7 +183,8 @@ def sequential_revisions(models: SearchModels, batch: SearchBatch, rng: jax.Arra
     before = state.lengths
     state, ran = next_context(position, state, buffers)
     state = state.replace(finished=jnp.zeros((rows,), bool), prompt_lengths=state.lengths + 1)
-    ran_from = jnp.where(position > MAX_PREVIOUS_ATTEMPTS, question.lengths, before)
+    ran_from = jnp.where(position > MAX_PREVIOUS_ATTEMPTS,
+                         jnp.repeat(start.lengths, num_chains), before)
     attempt_keys = jax.vmap(lambda k: jax.random.fold_in(k, position))(keys)
     out = sample_steps(models.policy_fn, models.policy_params, state.with_keys(attempt_keys),
                        sampler, max_new_tokens=t, eos_id=settings.eos_id,
@@ -188,6 +192,7 @@ def sequential_revisions(models: SearchModels, batch: SearchBatch, rng: jax.Arra
                        max_step_tokens=settings.max_step_tokens, max_solution_tokens=t,
                        pad_id=settings.pad_id)
     zeros = jnp.zeros((rows,), jnp.int32)
+    prm_rows = fr._repeat_rows(prm_question, num_chains)  # every attempt from the question
     scores, prm_after = fr.score_new_tokens(
         models.prm_fn, models.prm_params, out.tokens, prm_rows, out.lengths,
         fr._scored_step_ends(out.step_end, zeros, s), settings.prm_rows_per_pass)
@@ -211,7 +216,7 @@ def sequential_revisions(models: SearchModels, batch: SearchBatch, rng: jax.Arra
         num_steps=put("num_steps", out.num_steps))
     return out.state, buffers, compute + spent
 
-  _, buffers, compute = jax.lax.fori_loop(0, chain_length, body, (question, buffers, compute))
+  _, buffers, compute = jax.lax.fori_loop(0, chain_length, body, (question(), buffers, compute))
   shape = lambda x: x.reshape(num_problems, budget, *x.shape[2:])
   mask = jnp.arange(s)[None, None, :] < buffers["num_steps"][..., None]
   candidates = jnp.arange(budget, dtype=jnp.int32)

@@ -148,6 +148,8 @@ def analyse(sweep_records: Sequence[dict], difficulty_records: Sequence[dict],
       "efficiency_ratio_with_estimation": ratios_charged,
       "allocation": allocations,
       "exchange": exchange_result,
-      "findings": findings(curves, per_bin["oracle"], ratios, exchange_rows),
+      # The search's findings, then section 6's (with revision settings).
+      "findings": (findings(curves, per_bin["oracle"], ratios, exchange_rows)
+                   + (revisions["findings"] if revisions else [])),
       "revisions": revisions or None,
   }

@@ -112,13 +112,17 @@ def render(results: dict, summary: dict) -> str:
   out += ["## The paper's findings in this study", ""]
   out += _table(["finding", "holds here", "evidence"],
                 [[f["claim"], {True: "yes", False: "no", None: "n/a"}[f["holds"]], f["evidence"]]
-                 for f in results["findings"] + ((results.get("revisions") or {})
-                                                 .get("findings", []))])
+                 for f in results["findings"]])
   return "\n".join(out)
 
 
+def _int_keys(table: dict) -> dict:
+  """A budget- or length-keyed dict with int keys (study.json's are strings)."""
+  return {int(k): v for k, v in table.items()}
+
+
 def _ratio_cells(ratios: dict, point: dict) -> str:
-  r = ratios[point["budget"]]
+  r = _int_keys(ratios)[int(point["budget"])]
   return (f"{ratio_text(r['ratio'], r['bound'])} [{ratio_text(r['low'], r['low_bound'])}, "
           f"{ratio_text(r['high'], r['high_bound'])}]")
 
@@ -127,7 +131,8 @@ def _revisions_section(results: dict, k: int) -> list[str]:
   rev = results.get("revisions")
   if not rev:
     return []
-  budgets = sorted(int(b) for b in rev["accuracy_by_ratio"])
+  by_ratio = {b: _int_keys(row) for b, row in _int_keys(rev["accuracy_by_ratio"]).items()}
+  budgets = sorted(by_ratio)
   lengths = sorted(rev["chain_lengths"].values())
   out = ["## Sequential revisions (section 6)", "",
          "N / L chains of L attempts per question (the ratio L : N / L; L = 1 fully parallel, "
@@ -136,22 +141,22 @@ def _revisions_section(results: dict, k: int) -> list[str]:
          "Mean accuracy:", ""]
   rows = []
   for b in budgets:
-    row = rev["accuracy_by_ratio"][b] if b in rev["accuracy_by_ratio"] else \
-        rev["accuracy_by_ratio"][str(b)]
-    row = {int(l): a for l, a in row.items()}
+    row = by_ratio[b]
     rows.append([b] + [f"{row[l]:.3f}" if l in row else "-" for l in lengths])
   out += _table(["budget"] + [f"L = {l}" for l in lengths], rows)
   out += ["![revisions](revisions.png)", "",
           "Best chain length per bin (oracle bins, on all questions; 1 = easiest):", ""]
-  best = {int(b): v for b, v in rev["best_ratio_per_bin"].items()}
+  best = _int_keys(rev["best_ratio_per_bin"])
   out += _table(["budget"] + [f"bin {i + 1}" for i in range(k)],
                 [[b] + [f"L = {c['chain_length']} ({c['accuracy']:.2f})" for c in best[b]]
                  for b in sorted(best)])
   t = rev["transitions"]
-  if t["right_to_wrong"] is not None:
-    out += [f"Between consecutive attempts of a chain, {t['right_to_wrong']:.1%} of "
+  rate = lambda r: "n/a" if r is None else f"{r:.1%}"
+  if t["right_attempts"] or t["wrong_attempts"]:
+    out += [f"Between consecutive attempts of a chain, {rate(t['right_to_wrong'])} of "
             f"{t['right_attempts']} right attempts were followed by a wrong one, and "
-            f"{t['wrong_to_right']:.1%} of {t['wrong_attempts']} wrong ones by a right one.", ""]
+            f"{rate(t['wrong_to_right'])} of {t['wrong_attempts']} wrong ones by a right one.",
+            ""]
   parallel = dict(zip(results["curves"][rev["parallel"]]["budgets"],
                       results["curves"][rev["parallel"]]["accuracy"]))
   bon = dict(zip(results["curves"]["best_of_n"]["budgets"],

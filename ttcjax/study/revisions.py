@@ -37,6 +37,9 @@ def chain_lengths(records: Sequence[dict]) -> dict[str, int]:
       if out.setdefault(r["strategy"], length) != length:
         raise ValueError(f"Revision setting {r['strategy']!r} ran two chain lengths "
                          f"({out[r['strategy']]} and {length}); give each its own label.")
+  if len(set(out.values())) != len(out):
+    raise ValueError(f"Two revision settings share a chain length ({out}); the section-6 "
+                     "tables are per chain length: keep one setting per length.")
   return out
 
 

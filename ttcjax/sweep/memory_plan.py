@@ -62,7 +62,8 @@ from ttcjax.models.config import TransformerConfig, get_config
 from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
 from ttcjax.search import get_strategy
-from ttcjax.search.base import SearchSettings, cache_capacity, prm_cache_capacity
+from ttcjax.search.base import (MAX_PREVIOUS_ATTEMPTS, SearchSettings, cache_capacity,
+                                prm_cache_capacity)
 from ttcjax.search.frontier import num_prm_slices
 
 GIB = 2**30
@@ -236,7 +237,7 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
   problems = problems_per_batch // data_shards
   rows = problems * (budget // chain_length if record.revises else budget)  # revisions: chains
   # Slices are taken over the global rows (strided, so each device holds its share).
-  slice_rows = rows // num_prm_slices(problems_per_batch * budget, prm_rows_per_pass)
+  slice_rows = rows // num_prm_slices(problems_per_batch * rows // problems, prm_rows_per_pass)
 
   suffix_width = prm_suffix_length * record.prm_chunk_steps(settings, hyper)
   if record.whole_solutions:
@@ -251,6 +252,9 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
       f"PRM chunk of {prm_chunk} tokens": pass_bytes(backbone, slice_rows, prm_chunk,
                                                      prm_capacity),
   }
+  if record.revises and chain_length > MAX_PREVIOUS_ATTEMPTS + 1:  # re-read attempt by attempt
+    passes["revision re-read"] = pass_bytes(policy, rows, max_solution_tokens + separator_tokens,
+                                            policy_capacity, rows)
   activation_pass = max(passes, key=passes.get)
   kv_copies = 2 if record.forks else 1  # a fork's new buffers beside the old
   cache_rows = kv_copies * rows + problems  # the frontier's, and the batch's empty caches
@@ -293,7 +297,7 @@ def check_fits(plan: MemoryPlan, device_bytes: int) -> MemoryPlan:
     bf16 = replan(plan, policy=_bfloat16(r["policy"]), prm=_bfloat16(r["prm"]))
     suggestions.append(f"bfloat16 weights and caches (param_dtype/dtype 'bfloat16') need "
                        f"{gib(bf16.total)}" + (" and fit" if bf16.total <= device_bytes else ""))
-  global_rows = r["problems_per_batch"] * r["budget"]
+  global_rows = plan.rows_per_device * r["data_shards"]
   sliced = [k for k in (global_rows // 2 ** i for i in range(1, 13)) if 0 < k < global_rows
             and (not r["prm_rows_per_pass"] or k < r["prm_rows_per_pass"])
             and replan(plan, prm_rows_per_pass=k).total <= device_bytes]

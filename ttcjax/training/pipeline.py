@@ -8,6 +8,9 @@
 * `revision_samples` / `revision_sft`: sample the policy many times per training
   question, then fine-tune a revision model (initialised from the policy) to write a
   correct attempt after incorrect ones (`ttcjax.training.revisions`).
+* `revision_outputs`: the revision model's own chains of attempts on training
+  questions, graded, as a labels file the `orm` stage trains a revision ORM on (the
+  paper's verifier for revisions).
 
 Each stage writes into its workdir and exports its result as `model/` (a
 safetensors file plus model.json), or `labels.jsonl` / `samples.jsonl` for the labelling and sampling stages.
@@ -37,7 +40,8 @@ from ttcjax.rollouts import SolutionSampler
 from ttcjax.sampling import Sampler
 from ttcjax.training import loop, mc_labels, revisions, reward_models, sft
 
-STAGES = ("sft", "mc_labels", "prm", "orm", "revision_samples", "revision_sft")
+STAGES = ("sft", "mc_labels", "prm", "orm", "revision_samples", "revision_sft",
+          "revision_outputs")
 
 
 def _export_dir(config, workdir: str) -> str:
@@ -58,7 +62,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.perf_counter()
   summary = {"sft": run_sft, "mc_labels": run_mc_labels, "prm": run_reward,
              "orm": run_reward, "revision_samples": run_revision_samples,
-             "revision_sft": run_revision_sft}[stage](config, workdir)
+             "revision_sft": run_revision_sft,
+             "revision_outputs": run_revision_outputs}[stage](config, workdir)
   summary["wall_s"] = time.perf_counter() - start
   _write_summary(workdir, summary)
   return summary
@@ -262,6 +267,17 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
 # ------------------------------------------------------------------- revisions
 
 
+def _graded_to_file(sample_fn, problems, path: str, problems_per_batch: int
+                    ) -> tuple[dict, np.ndarray]:
+  """Samples every training question not yet in `path` (`revisions.sample_to_file`);
+  (this call's stats, [Q, N] correctness of every question in the file)."""
+  stats = revisions.sample_to_file(sample_fn, problems, [p.prompt for p in problems], path,
+                                   problems_per_batch=problems_per_batch,
+                                   extra=lambda p: {"level": p.level})
+  records = revisions.read_samples(path)
+  return stats, np.array([[x["correct"] for x in r["samples"]] for r in records], bool)
+
+
 def run_revision_samples(config, workdir: str) -> dict[str, Any]:
   tokenizer = testbed.tokenizer()
   model_config, params, _ = testbed.load_policy(config.policy_dir)
@@ -283,13 +299,9 @@ def run_revision_samples(config, workdir: str) -> dict[str, Any]:
               "finished": bool(done)} for text, done in zip(texts, finished)]
             for problem, texts, finished in zip(batch, out.texts, out.finished)]
 
-  path = os.path.join(workdir, "samples.jsonl")
-  stats = revisions.sample_to_file(sample_fn, problems, [p.prompt for p in problems], path,
-                                   problems_per_batch=s.problems_per_batch,
-                                   extra=lambda p: {"level": p.level})
-  records = revisions.read_samples(path)
-  correct = np.array([[x["correct"] for x in r["samples"]] for r in records], bool)
-  return {"stage": "revision_samples", "problems": len(records),
+  stats, correct = _graded_to_file(sample_fn, problems, os.path.join(workdir, "samples.jsonl"),
+                                   s.problems_per_batch)
+  return {"stage": "revision_samples", "problems": len(correct),
           "samples": int(correct.size), "sample_accuracy": float(correct.mean()),
           "problems_without_correct": int((~correct.any(axis=1)).sum()),
           "problems_without_incorrect": int(correct.all(axis=1).sum()),
@@ -367,3 +379,30 @@ def run_revision_sft(config, workdir: str) -> dict[str, Any]:
           "revision_train_tokens": sft_tokens,
           "best_eval_loss": float(state.best_eval), "steps_done": int(state.step),
           "export_dir": export}
+
+
+def run_revision_outputs(config, workdir: str) -> dict[str, Any]:
+  """Chains of the revision model on training questions, every attempt graded, written
+  in the labels format (`mc_labels.read_labels`) with outcome labels only."""
+  runner = testbed.search_runner(config.policy_dir, config.prm_dir, dict(config.caps),
+                                 revision_dir=config.revision_dir)
+  problems = arithmetic.make_split("train", config.num_problems, config.data_seed)
+  s = config.sampling
+  sampler = Sampler(temperature=s.temperature).check()
+  budget = s.chains * s.chain_length
+  rng = jax.random.PRNGKey(s.seed)
+
+  def sample_fn(batch, ids):
+    result = runner.search("revisions", [p.prompt for p in batch], ids, budget=budget, rng=rng,
+                           sampler=sampler, chain_length=s.chain_length)
+    out = []
+    for problem, texts, positions in zip(batch, result.texts, result.position):
+      out.append([{"text": text, "steps": arithmetic.split_steps(text),
+                   "correct": bool(arithmetic.is_correct(problem, text)),
+                   "position": int(position)} for text, position in zip(texts, positions)])
+    return out
+
+  stats, correct = _graded_to_file(sample_fn, problems, os.path.join(workdir, "labels.jsonl"),
+                                   s.problems_per_batch)
+  return {"stage": "revision_outputs", "problems": len(correct), "samples": int(correct.size),
+          "sample_accuracy": float(correct.mean()), "wall_s_this_call": stats["wall_s"]}

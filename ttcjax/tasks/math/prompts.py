@@ -42,6 +42,11 @@ from ttcjax.models import chat_template
 from ttcjax.tasks.math import data as math_data
 
 TEMPLATE_DATE = "26 Jul 2024"
+# The user turn between two attempts of a revision chain (chat layout), and the line
+# that opens the next attempt (plain layout).
+REVISION_REQUEST = ("That solution may contain a mistake. Solve the problem again, step by "
+                    "step, and put the final answer in \\boxed{}.")
+PLAIN_REVISION_HEADER = "Revised solution:"
 DEFAULT_INSTRUCTION = (
     "Solve the following math problem step by step. Write each step as a short paragraph "
     "and separate the steps with a blank line. Put the final answer in \\boxed{}.")
@@ -135,3 +140,34 @@ class PromptBuilder:
 
   def prompts(self, problems: Sequence[str]) -> list[str]:
     return [self(p) for p in problems]
+
+  def attempt_separator(self) -> str:
+    """The text between one attempt and the next in a revision model's context.
+
+    Chat layout: previous attempts are earlier assistant turns, each answered by the
+    fixed user turn `REVISION_REQUEST`, so the separator is what the template writes
+    from the end of an assistant turn's content to the start of the next one's (its
+    first token is the end-of-turn token an attempt ends with). Chosen over one user
+    turn listing the attempts because a chat model reads multi-turn corrections
+    natively and because the context then only grows by attempt + separator, the
+    layout the search extends without re-reading the prompt. Plain layout: a blank
+    line and `PLAIN_REVISION_HEADER`.
+
+    Raises:
+      ValueError: the template does not render the problem's prompt as a prefix of the
+        same conversation with an attempt (no fixed turn boundary to use).
+    """
+    if self.template is None:
+      return f"\n\n{PLAIN_REVISION_HEADER}\n"
+    marker = "ATTEMPT-7f3a"  # stands for an attempt's text
+    problem = "PROBLEM"
+    prefix = self(problem)
+    turns = self.messages(problem) + [{"role": "assistant", "content": marker},
+                                      {"role": "user", "content": REVISION_REQUEST}]
+    full = chat_template.render(self.template, turns, add_generation_prompt=True,
+                                **self.special_tokens)
+    if not full.startswith(prefix + marker) or full.count(marker) != 1:
+      raise ValueError("This chat template does not render an assistant turn right after "
+                       "the prompt's generation prompt, so previous attempts cannot be "
+                       "appended as turns; use use_chat_template=False for revisions.")
+    return full[len(prefix) + len(marker):]

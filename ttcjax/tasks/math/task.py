@@ -138,12 +138,19 @@ def build_search(config: ml_collections.ConfigDict, mesh=None) -> MathSearch:
   adapter, prm_config, prm_params = load_adapted_prm(config.prm_dir, config.prm_family,
                                                      dtype=dtype)
   answers = MathAnswers()
-  runner = SearchRunner(policy, (prm_config, prm_params), tokenizer, answers.answer,
-                        step_delimiter=config.step_delimiter, mesh=mesh, prm_adapter=adapter,
-                        **dict(config.caps))
   build_prompt = PromptBuilder.from_dir(
       config.policy_dir, instruction=config.system_prompt, few_shot=config.few_shot,
       few_shot_path=config.few_shot_path, use_chat_template=config.use_chat_template)
+  # A revision model (a checkpoint fine-tuned from the policy, sharing its tokenizer)
+  # reads previous attempts as earlier turns of the policy's chat template.
+  revision, separator = None, ""
+  if config.get("revision_dir"):
+    revision = load_hf_checkpoint(config.revision_dir, dtype=dtype)
+    separator = build_prompt.attempt_separator()
+  runner = SearchRunner(policy, (prm_config, prm_params), tokenizer, answers.answer,
+                        step_delimiter=config.step_delimiter, mesh=mesh, prm_adapter=adapter,
+                        revision_policy=revision, attempt_separator=separator,
+                        **dict(config.caps))
   problems, skipped = math_data.load_math_skipping(data_path(config), config.num_problems)
   kept, prompts = [], []
   bos = 1 if tokenizer.bos_id is not None else 0
@@ -191,6 +198,10 @@ def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
   # Strategies, budgets and sampling are checked before any model loads.
   settings = [sweep.StrategySetting.from_dict(dict(s)) for s in config.strategies]
   sweep.check_settings_run(settings, list(config.budgets))
+  revising = [s.label for s in settings if s.strategy.revises]
+  if revising and not config.get("revision_dir"):
+    raise ValueError(f"The settings {revising} run sequential revisions, which need a revision "
+                     "model: set revision_dir to a checkpoint fine-tuned from the policy.")
   sampler = Sampler(temperature=config.temperature, top_p=config.top_p).check()
   setup = build_search(config, mesh if mesh is not None else config_mesh(config))
   units = sweep.plan_units(settings, list(config.budgets), list(config.seeds),
