@@ -184,6 +184,29 @@ def _reward_examples(records: list[dict], outcome: bool):
   return examples
 
 
+def _epoch_batches(examples, sizes: np.ndarray, batch_size: int, seed: int, encode):
+  """batch_fn(step) over epochs of `examples`: pure in (seed, step).
+
+  Each epoch is shuffled, then every run of eight batches is sorted by length
+  (`sizes`), so batches of similar lengths pad less (as for SFT).
+  """
+  per_epoch = max(1, len(examples) // batch_size)
+
+  @functools.lru_cache(maxsize=2)
+  def epoch_order(epoch: int) -> np.ndarray:
+    order = np.random.default_rng([seed, epoch]).permutation(len(examples))
+    span = _LENGTH_GROUP * batch_size
+    return np.concatenate([chunk[np.argsort(sizes[chunk], kind="stable")]
+                           for chunk in np.array_split(order, range(span, len(order), span))])
+
+  def batch_fn(step: int):
+    epoch, index = divmod(step, per_epoch)
+    chosen = epoch_order(epoch)[index * batch_size:(index + 1) * batch_size]
+    return encode([examples[i] for i in chosen])
+
+  return batch_fn
+
+
 def run_reward(config, workdir: str) -> dict[str, Any]:
   outcome = config.stage == "orm"
   tokenizer = testbed.tokenizer()
@@ -217,22 +240,9 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
         [e[3] for e in examples], d.max_length, outcome_only=outcome,
         pad_to_multiple=_PAD_MULTIPLE, lm_solutions=[e[4] for e in examples])
 
-  per_epoch = max(1, len(train_ex) // d.batch_size)
   sizes = np.array([len(e[1]) + sum(len(step) for step in e[2]) for e in train_ex])
 
-  @functools.lru_cache(maxsize=2)
-  def epoch_order(epoch: int) -> np.ndarray:
-    # Shuffle, then sort each run of eight batches by length: batches of similar
-    # lengths pad less (as for SFT).
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ex))
-    span = _LENGTH_GROUP * d.batch_size
-    return np.concatenate([chunk[np.argsort(sizes[chunk], kind="stable")]
-                           for chunk in np.array_split(order, range(span, len(order), span))])
-
-  def batch_fn(step: int):
-    epoch, index = divmod(step, per_epoch)
-    chosen = epoch_order(epoch)[index * d.batch_size:(index + 1) * d.batch_size]
-    return encode([train_ex[i] for i in chosen])
+  batch_fn = _epoch_batches(train_ex, sizes, d.batch_size, config.seed, encode)
 
   loss_fn = reward_models.reward_loss(prm_config, lm_weight)
   eval_loss = jax.jit(loss_fn)
@@ -332,20 +342,9 @@ def run_revision_sft(config, workdir: str) -> dict[str, Any]:
     return revisions.encode_revision_batch(tokenizer, examples, separator, d.max_length,
                                            _PAD_MULTIPLE)
 
-  per_epoch = max(1, len(train_ex) // d.batch_size)
   sizes = np.array([len(e.prompt) + sum(map(len, e.previous)) + len(e.target) for e in train_ex])
 
-  @functools.lru_cache(maxsize=2)
-  def epoch_order(epoch: int) -> np.ndarray:
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ex))
-    span = _LENGTH_GROUP * d.batch_size  # similar lengths per batch pad less (as for SFT)
-    return np.concatenate([chunk[np.argsort(sizes[chunk], kind="stable")]
-                           for chunk in np.array_split(order, range(span, len(order), span))])
-
-  def batch_fn(step: int):
-    epoch, index = divmod(step, per_epoch)
-    chosen = epoch_order(epoch)[index * d.batch_size:(index + 1) * d.batch_size]
-    return encode([train_ex[i] for i in chosen])
+  batch_fn = _epoch_batches(train_ex, sizes, d.batch_size, config.seed, encode)
 
   loss_fn = sft.sft_loss(model_config)
   eval_loss = jax.jit(loss_fn)
