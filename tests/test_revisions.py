@@ -10,7 +10,7 @@ import search_fakes as fakes
 from ttcjax.sampling import Sampler, prefill, sample_steps
 from ttcjax.search import best_of_n, get_strategy, sequential_revisions
 from ttcjax.search import revisions as rev_search
-from ttcjax.search.base import SearchBatch, revision_cache_capacity
+from ttcjax.search.base import revision_cache_capacity
 from ttcjax.models.tokenizer import separator_tokens
 from ttcjax.training import revisions as rev_data
 

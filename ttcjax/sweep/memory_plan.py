@@ -62,8 +62,7 @@ from ttcjax.models.config import TransformerConfig, get_config
 from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
 from ttcjax.search import get_strategy
-from ttcjax.search.base import (MAX_PREVIOUS_ATTEMPTS, SearchSettings, cache_capacity,
-                                prm_cache_capacity)
+from ttcjax.search.base import MAX_PREVIOUS_ATTEMPTS, SearchSettings, prm_cache_capacity
 from ttcjax.search.frontier import num_prm_slices
 
 GIB = 2**30
