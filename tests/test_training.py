@@ -361,6 +361,9 @@ def test_revision_stages_end_to_end(tmp_path):
   sft_config.train.update(steps=2, log_every=1, eval_every=1, save_every=1)
   out = pipeline.run(sft_config, str(tmp_path / "sft"))
   assert out["train_examples"] > 0 and out["revision_train_tokens"] > 0
+  # The held-out loss split by kind of example recombines into the early-stopping loss.
+  assert out["best_eval"]["loss"] == pytest.approx(out["best_eval_loss"], rel=1e-5)
+  assert set(out["best_eval"]) <= {"loss", "loss_first_attempt", "loss_revision"}
   _, _, separator = testbed.load_revision_model(str(tmp_path / "sft" / "model"))
   assert separator == revision_sft.SEPARATOR
   outputs = revision_outputs.get_config()

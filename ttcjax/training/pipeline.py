@@ -270,8 +270,8 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
       "stage": config.stage, "best_eval_loss": float(state.best_eval),
       "tokenizer": tokenizer.to_dict(), "step_delimiter": arithmetic.STEP_DELIMITER})
   return {"stage": config.stage, "train_examples": len(train_ex), "held_out_examples": len(eval_ex),
-          "best_eval_loss": float(state.best_eval), "steps_done": int(state.step),
-          "export_dir": export}
+          "best_eval_loss": float(state.best_eval), "best_eval": best_eval,
+          "steps_done": int(state.step), "export_dir": export}
 
 
 # ------------------------------------------------------------------- revisions
@@ -348,13 +348,26 @@ def run_revision_sft(config, workdir: str) -> dict[str, Any]:
 
   loss_fn = sft.sft_loss(model_config)
   eval_loss = jax.jit(loss_fn)
-  eval_ex.sort(key=lambda e: len(e.prompt) + sum(map(len, e.previous)) + len(e.target))
-  eval_batches = [encode(eval_ex[i:i + d.batch_size]) for i in range(0, len(eval_ex), d.batch_size)]
+  # Held-out loss apart for first attempts (no previous one) and revisions, so a learning
+  # rate that revises well by forgetting how to answer shows as such.
+  def batches(examples):
+    examples = sorted(examples, key=lambda e: len(e.prompt) + sum(map(len, e.previous))
+                      + len(e.target))
+    return [encode(examples[i:i + d.batch_size]) for i in range(0, len(examples), d.batch_size)]
+
+  eval_groups = {"first_attempt": batches([e for e in eval_ex if not e.previous]),
+                 "revision": batches([e for e in eval_ex if e.previous])}
 
   def eval_fn(params):
-    weights = [b["loss_mask"].sum() for b in eval_batches]
-    losses = [float(eval_loss(params, b)[0]) for b in eval_batches]
-    return {"loss": float(np.average(losses, weights=weights))}
+    sums, counts = {}, {}
+    for name, group in eval_groups.items():
+      counts[name] = sum(float(b["loss_mask"].sum()) for b in group)
+      sums[name] = sum(float(eval_loss(params, b)[0]) * float(b["loss_mask"].sum())
+                       for b in group)
+    metrics = {"loss": sum(sums.values()) / sum(counts.values())}
+    metrics.update({f"loss_{name}": sums[name] / counts[name]
+                    for name in eval_groups if counts[name]})
+    return metrics
 
   state = loop.train(
       workdir=workdir, params=params, loss_fn=loss_fn, batch_fn=batch_fn,
@@ -362,6 +375,7 @@ def run_revision_sft(config, workdir: str) -> dict[str, Any]:
       eval_fn=eval_fn, tokens_in_batch=lambda b: int(b["lengths"].sum()),
       description="revision sft")
   counts = np.bincount([len(e.previous) for e in train_ex], minlength=d.max_previous + 1)
+  best_eval = eval_fn(state.best_params)
   # Its pretraining tokens for FLOPs-matched comparisons: the policy's plus every token fed here.
   sft_tokens = sum(int(batch_fn(s)["lengths"].sum()) for s in range(int(state.step)))
   train_tokens = int(policy_extra.get("train_tokens", 0)) + sft_tokens
@@ -371,13 +385,13 @@ def run_revision_sft(config, workdir: str) -> dict[str, Any]:
       "step_delimiter": arithmetic.STEP_DELIMITER, "attempt_separator": config.separator,
       "max_previous_attempts": revisions.MAX_PREVIOUS_ATTEMPTS,
       "train_tokens": train_tokens, "revision_train_tokens": sft_tokens,
-      "best_eval_loss": float(state.best_eval)})
+      "best_eval_loss": float(state.best_eval), "best_eval": best_eval})
   return {"stage": "revision_sft", "train_examples": len(train_ex),
           "held_out_examples": len(eval_ex),
           "train_previous_attempt_counts": [int(c) for c in counts],
           "revision_train_tokens": sft_tokens,
-          "best_eval_loss": float(state.best_eval), "steps_done": int(state.step),
-          "export_dir": export}
+          "best_eval_loss": float(state.best_eval), "best_eval": best_eval,
+          "steps_done": int(state.step), "export_dir": export}
 
 
 def run_revision_outputs(config, workdir: str) -> dict[str, Any]:
