@@ -73,7 +73,8 @@ def test_pathological_input_times_out_as_false(grader, candidate):
   start = time.monotonic()
   equal, reason = grader.grade_with_reason(candidate, "2", timeout_s=1.0)
   assert not equal
-  assert reason in ("timeout", "not equal", "died") or reason.endswith("Error")
+  assert reason in ("timeout", "not equal", "died", "too deeply nested", "too long") \
+      or reason.endswith("Error")
   assert time.monotonic() - start < 3.0
   assert grader.grade("2", "2.0")  # the grader still works
 
@@ -146,6 +147,30 @@ def test_canonical_keys(grader):
   assert len({grader.canonical_key(a) for a in distinct}) == len(distinct)
   assert grader.canonical_key(None) is None and grader.canonical_key(" ") is None
   assert math_grading.canonical_key("0.25") == math_grading.canonical_key(r"\frac{1}{4}")
+
+
+def test_answers_past_the_limits_are_not_judged_and_are_counted(grader):
+  nest = lambda depth: r"\frac{" * depth + "1" + "}{2}" * depth
+  nested = nest(20)  # 2^-20 in 181 characters
+  before = grader.stats["unjudgeable"]
+  start = time.monotonic()
+  assert grader.grade_with_reason(nested, "0.5") == (False, "too deeply nested")
+  # 2^-500, which math-verify's partial parse once read as 1/2.
+  assert grader.grade_with_reason(nest(500), "0.5") == (False, "too long")
+  assert grader.grade_with_reason(r"7 \boxed{0.5}", "0.5") == (False, "holds a box")
+  assert grader.grade_with_reason("1" * 300, "1" * 299) == (False, "too long")
+  groups = grader.group_answers([nested, r"\frac12", "0.5"])
+  assert groups[1] == groups[2] != groups[0]  # it does not vote with 1/2
+  assert time.monotonic() - start < 10  # no parse of it was attempted
+  assert grader.stats["unjudgeable"] - before == 5
+  assert math_grading.unjudgeable(r"\begin{pmatrix} 16/49 \\ 48/49 \end{pmatrix}") is None
+
+
+def test_group_answers_stops_grading_at_its_time_budget(grader):
+  before = grader.stats["budget_stops"]
+  groups = grader.group_answers([r"\frac12", "0.5", "0.5"], budget_s=0.0)
+  assert groups[1] == groups[2] != groups[0]  # keyed by text only: no parse, no comparison
+  assert grader.stats["budget_stops"] - before == 1
 
 
 def test_unparseable_key_falls_back_to_text(grader):

@@ -184,18 +184,20 @@ def _reward_examples(records: list[dict], outcome: bool):
   return examples
 
 
-def _epoch_batches(examples, sizes: np.ndarray, batch_size: int, seed: int, encode):
+def _epoch_batches(examples, sizes: np.ndarray, batch_size: int, seed: int, encode,
+                   length_group: int = _LENGTH_GROUP):
   """batch_fn(step) over epochs of `examples`: pure in (seed, step).
 
-  Each epoch is shuffled, then every run of eight batches is sorted by length
-  (`sizes`), so batches of similar lengths pad less (as for SFT).
+  Each epoch is shuffled, then every run of `length_group` batches is sorted by length
+  (`sizes`), so batches of similar lengths pad less (as for SFT); 1 keeps every batch
+  a random mixture.
   """
   per_epoch = max(1, len(examples) // batch_size)
 
   @functools.lru_cache(maxsize=2)
   def epoch_order(epoch: int) -> np.ndarray:
     order = np.random.default_rng([seed, epoch]).permutation(len(examples))
-    span = _LENGTH_GROUP * batch_size
+    span = length_group * batch_size
     return np.concatenate([chunk[np.argsort(sizes[chunk], kind="stable")]
                            for chunk in np.array_split(order, range(span, len(order), span))])
 
@@ -270,8 +272,8 @@ def run_reward(config, workdir: str) -> dict[str, Any]:
       "stage": config.stage, "best_eval_loss": float(state.best_eval),
       "tokenizer": tokenizer.to_dict(), "step_delimiter": arithmetic.STEP_DELIMITER})
   return {"stage": config.stage, "train_examples": len(train_ex), "held_out_examples": len(eval_ex),
-          "best_eval_loss": float(state.best_eval), "best_eval": best_eval,
-          "steps_done": int(state.step), "export_dir": export}
+          "best_eval_loss": float(state.best_eval), "steps_done": int(state.step),
+          "export_dir": export}
 
 
 # ------------------------------------------------------------------- revisions
@@ -344,7 +346,8 @@ def run_revision_sft(config, workdir: str) -> dict[str, Any]:
 
   sizes = np.array([len(e.prompt) + sum(map(len, e.previous)) + len(e.target) for e in train_ex])
 
-  batch_fn = _epoch_batches(train_ex, sizes, d.batch_size, config.seed, encode)
+  batch_fn = _epoch_batches(train_ex, sizes, d.batch_size, config.seed, encode,
+                            d.get("length_group", _LENGTH_GROUP))
 
   loss_fn = sft.sft_loss(model_config)
   eval_loss = jax.jit(loss_fn)

@@ -48,6 +48,12 @@ from ttcjax.tasks.math.data import MathProblem, extract_boxed, normalize_text
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_COMPARISONS = 256
+DEFAULT_PROBLEM_BUDGET_S = 30.0  # grading time per problem in `group_answers`
+# Answers past these limits are not judged (math-verify's partial parse of a deeply nested
+# answer can come back as a wrong but plausible value). MATH-500's references are at most
+# 53 characters and 2 braces deep, so the limits are far from any real answer.
+MAX_ANSWER_CHARS = 256
+MAX_ANSWER_NESTING = 10  # brackets of any kind, {[( together
 _STARTUP_TIMEOUT_S = 120.0  # importing sympy on a loaded 2-core machine can take long
 _SOFT_SHARE = 0.8  # the worker's own alarm fires at this share of the hard deadline
 _WORKER_MEMORY_BYTES = 4 << 30  # address-space cap: a blow-up is a MemoryError there
@@ -55,6 +61,30 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 # What the worker's bootstrap loads, in order: module name, file, name, file.
 _WORKER_ARGS = ("ttcjax.tasks.math.data", os.path.join(_HERE, "data.py"),
                 "ttcjax.tasks.math.grading", os.path.join(_HERE, "grading.py"))
+
+
+def unjudgeable(answer: str) -> str | None:
+  """Why `answer` is not for math-verify to judge, or None if it is.
+
+  Three cases: longer than `MAX_ANSWER_CHARS`, brackets nested deeper than
+  `MAX_ANSWER_NESTING` (math-verify parses a prefix of such text, e.g. `1/2` for
+  `\\frac{...}{2}` nested 500 deep), or a `\\boxed`/`\\fbox` inside (math-verify
+  would grade by that inner box, not by the answer).
+  """
+  if len(answer) > MAX_ANSWER_CHARS:
+    return "too long"
+  depth = deepest = 0
+  for char in answer:
+    if char in "{[(":
+      depth += 1
+      deepest = max(deepest, depth)
+    elif char in "}])":
+      depth = max(depth - 1, 0)
+  if deepest > MAX_ANSWER_NESTING:
+    return "too deeply nested"
+  if "\\boxed" in answer or "\\fbox" in answer:
+    return "holds a box"
+  return None
 
 
 # ------------------------------------------------------------------- the worker side
@@ -286,14 +316,17 @@ class MathGrader:
   Attributes:
     timeout_s: the default hard limit per answer (parsing plus comparison).
     stats: counts so far of "calls", "timeouts" (of which "kills": the worker had to be
-      killed at the hard deadline), "errors" and "restarts".
+      killed at the hard deadline), "errors", "restarts", "unjudgeable" (answers past
+      the size limits, `unjudgeable`) and "budget_stops" (`group_answers` calls that hit
+      their per-problem time budget).
   """
 
   def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S):
     if not timeout_s > 0:
       raise ValueError(f"timeout_s={timeout_s!r}: expected a positive number of seconds.")
     self.timeout_s = float(timeout_s)
-    self.stats = {"calls": 0, "timeouts": 0, "kills": 0, "errors": 0, "restarts": 0}
+    self.stats = {"calls": 0, "timeouts": 0, "kills": 0, "errors": 0, "restarts": 0,
+                  "unjudgeable": 0, "budget_stops": 0}
     self._worker: _Worker | None = None
     self._lock = threading.Lock()
 
@@ -321,7 +354,8 @@ class MathGrader:
                         timeout_s: float | None = None,
                         text_shortcut: bool = True) -> tuple[bool, str]:
     """Like `grade`, with why: "equal", "not equal", "no answer" (candidate None or
-    blank), "timeout", or the worker's error name. `text_shortcut=False` sends even
+    blank), "timeout", the worker's error name, or why the candidate cannot be judged
+    (`unjudgeable`: such an answer is not equal). `text_shortcut=False` sends even
     textually equal answers through math-verify (to test math-verify itself)."""
     if not isinstance(reference, str):
       raise ValueError(f"reference={reference!r}: expected the reference answer as a string.")
@@ -329,6 +363,10 @@ class MathGrader:
       return False, "no answer"
     if text_shortcut and normalize_text(candidate) == normalize_text(reference):
       return True, "equal"  # the same text: no need to parse
+    reason = unjudgeable(candidate)
+    if reason is not None:
+      self.stats["unjudgeable"] += 1
+      return False, reason
     value, error = self._call("grade", [candidate, reference], timeout_s)
     if error is not None:
       return False, error
@@ -343,9 +381,13 @@ class MathGrader:
   def canonical_key_with_flag(self, answer: str | None,
                               timeout_s: float | None = None) -> tuple[str | None, bool]:
     """(canonical_key(answer), whether math-verify parsed it: False for a key that fell
-    back to the answer's normalized text)."""
+    back to the answer's normalized text, as it does for an answer past the size
+    limits, `unjudgeable`)."""
     if answer is None or not answer.strip():
       return None, False
+    if unjudgeable(answer) is not None:
+      self.stats["unjudgeable"] += 1
+      return normalize_text(answer), False
     value, error = self._call("key", [answer], timeout_s)
     if error is None and value is not None:
       return value, True
@@ -361,13 +403,19 @@ class MathGrader:
     return self.canonical_key_with_flag(answer, timeout_s)[0]
 
   def group_answers(self, answers: Sequence[str | None], timeout_s: float | None = None,
-                    max_comparisons: int = DEFAULT_MAX_COMPARISONS) -> list[str | None]:
+                    max_comparisons: int = DEFAULT_MAX_COMPARISONS,
+                    budget_s: float = DEFAULT_PROBLEM_BUDGET_S) -> list[str | None]:
     """See the module-level `group_answers`."""
+    deadline = time.monotonic() + budget_s
+    over_budget = lambda: time.monotonic() > deadline
     memo: dict[str, tuple[str | None, bool]] = {}
     keyed = []
     for answer in answers:
       if answer is not None and answer in memo:
         keyed.append(memo[answer])
+      elif answer is not None and answer.strip() and over_budget():
+        keyed.append((normalize_text(answer), False))  # no time left: its text is its key
+        memo[answer] = keyed[-1]
       else:
         keyed.append(self.canonical_key_with_flag(answer, timeout_s))
         if answer is not None:
@@ -382,7 +430,7 @@ class MathGrader:
       if not parsed:  # math-verify would only compare its text, which the key already is
         continue
       for rep_key, rep_answer in parsed_reps:
-        if comparisons >= max_comparisons:
+        if comparisons >= max_comparisons or over_budget():
           break
         comparisons += 1
         if self.grade(answer, rep_answer, timeout_s):
@@ -390,6 +438,8 @@ class MathGrader:
           break
       if representative[key] == key:
         parsed_reps.append((key, answer))
+    if over_budget():
+      self.stats["budget_stops"] += 1
     return [None if key is None else representative[key] for key, _ in keyed]
 
   def close(self) -> None:
@@ -460,7 +510,8 @@ def canonical_key(answer: str | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> s
 
 
 def group_answers(answers: Sequence[str | None], timeout_s: float = DEFAULT_TIMEOUT_S,
-                  max_comparisons: int = DEFAULT_MAX_COMPARISONS) -> list[str | None]:
+                  max_comparisons: int = DEFAULT_MAX_COMPARISONS,
+                  budget_s: float = DEFAULT_PROBLEM_BUDGET_S) -> list[str | None]:
   """Group keys for a list of answers: equal answers share one key.
 
   Answers are first keyed by `canonical_key`; then, in order of first appearance,
@@ -470,17 +521,22 @@ def group_answers(answers: Sequence[str | None], timeout_s: float = DEFAULT_TIME
   groups never chain (A=B, B=C does not merge A with C unless A=C). Answers whose
   key fell back to text are not compared. After `max_comparisons` comparisons the
   remaining keys stay as they are (bounds the time at max_comparisons * timeout_s).
+  After `budget_s` seconds the rest is keyed by its normalized text and no more
+  comparisons run (64 pathological answers at about 4 s each would otherwise take
+  minutes for one problem; counted in the grader's "budget_stops"). Answers past the
+  size limits (`unjudgeable`) are keyed by their text and never compared.
 
   Args:
     answers: [N] extracted answers (None: no answer).
     timeout_s: hard limit per answer and per comparison.
     max_comparisons: cap on pairwise comparisons.
+    budget_s: grading time for the whole list (one problem's candidates).
 
   Returns:
     [N] group keys (each the canonical key of the group's first answer), None where
     the answer was None/blank.
   """
-  return default_grader().group_answers(answers, timeout_s, max_comparisons)
+  return default_grader().group_answers(answers, timeout_s, max_comparisons, budget_s)
 
 
 def reference_agreement(problems: Iterable[MathProblem], timeout_s: float = DEFAULT_TIMEOUT_S,
