@@ -18,7 +18,7 @@ import json
 import os
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
@@ -50,6 +50,10 @@ def main(argv):
     bar.n = stats["units_run"] + stats["units_skipped"]
     bar.set_postfix(sweep.progress_postfix(stats))
     bar.refresh()
+    if bar.disable:  # not a terminal (a run in the background): one log line a unit
+      postfix = sweep.progress_postfix(stats)
+      logging.info("study %s: search units %d/%d, %s tokens/s, %s left", stage, bar.n,
+                   bar.total, postfix["tok_s"], postfix["left"])
 
   summary = tasks.task_of(_CONFIG.value).run_study(_CONFIG.value, _WORKDIR.value, progress)
   for bar in bars.values():

@@ -22,7 +22,7 @@ import os
 
 from absl import app, flags
 
-from ttcjax import sweep, tasks
+from ttcjax import rundir, sweep, tasks
 from ttcjax.sweep import archive, report
 from ttcjax.tasks.arith import task as arith_task, testbed
 
@@ -107,6 +107,13 @@ def main(argv):
         f"[{sum(t['units'] * t['median_unit_s'] for t in times):.1f} s] over "
         f"{sum(t['units'] for t in times)} units"
         + (f" ({untimed} records carry no time)" if untimed else ""))
+  if _WORKDIR.value:
+    # The units' times leave out work a kill cut short; the invocations' log has it.
+    wall = rundir.wall_time(_WORKDIR.value)
+    if wall["invocations"]:
+      print(f"  this workdir's invocations: {wall['invocations']} "
+            f"({wall['killed']} killed), {wall['wall_s']:.1f} s in all, "
+            f"{wall['lost_to_kills_s']:.1f} s of it lost to kills")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from configs.arith import study as study_config
+from ttcjax import rundir
 from ttcjax.study import allocation
 from ttcjax.tasks.arith import arithmetic, task as arith_task, testbed
 
@@ -87,6 +88,8 @@ def test_second_run_from_the_command_line_reuses_the_searches(quick_study):
       [sys.executable, "-m", "experiments.reproduce", f"--workdir={workdir}",
        "--config=configs/arith/study.py:quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
+  # Not a terminal: the stages announce themselves as log lines.
+  assert "study: stage sweep" in out.stderr and "study: analysing" in out.stderr
   with open(os.path.join(workdir, "summary.json")) as f:
     second = json.load(f)
   assert second["search_units_run_now"] == {name: 0 for name in arith_task.STAGES}
@@ -115,6 +118,23 @@ def test_a_workdir_of_other_strategies_is_refused_untouched(quick_study):
   size = os.path.getsize(results)
   other = quick_config(strategies=[dict(name="best_of_n", max_budget_only=True),
                                    dict(name="beam", beam_width=2, label="beam_m2")])
+  log = os.path.join(workdir, "invocations.jsonl")
+  log_size = os.path.getsize(log)
   with pytest.raises(ValueError, match="another config"):
     arith_task.TASK.run_study(other, workdir)
-  assert os.path.getsize(results) == size
+  assert os.path.getsize(results) == size and os.path.getsize(log) == log_size
+
+
+def test_a_resumed_study_reports_the_wall_time_of_every_invocation(quick_study, tmp_path):
+  import shutil
+  workdir = str(tmp_path / "study")
+  shutil.copytree(quick_study[0], workdir)
+  before = rundir.wall_time(workdir)  # other tests may have rerun the fixture's study
+  assert before["invocations"] >= 1 and before["wall_s"] >= quick_study[1]["wall_s"]
+  again = arith_task.TASK.run_study(quick_config(), workdir)
+  assert again["invocations"] == before["invocations"] + 1
+  assert again["killed_invocations"] == 0
+  assert again["wall_s"] == pytest.approx(before["wall_s"] + again["wall_s_this_invocation"],
+                                          abs=1.0)
+  with open(os.path.join(workdir, "report.md")) as f:
+    assert f"over {again['invocations']} invocations (0 killed" in f.read()

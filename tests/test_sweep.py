@@ -136,6 +136,26 @@ def test_a_killed_sweep_resumes_without_losing_or_duplicating(tiny_models, full_
   assert read(part / "results.jsonl") == expected
 
 
+def test_a_finished_sweep_resumes_without_opening_its_results_for_writing(
+    tiny_models, full_sweep, tmp_path, monkeypatch):
+  """A finished sweep in a read-only workdir (e.g. a shared archive) resumes and reports;
+  its invocations are logged with their wall times."""
+  import shutil
+  from ttcjax import rundir
+  from ttcjax.sweep import run as sweep_run
+  workdir = tmp_path / "copy"
+  shutil.copytree(full_sweep[0], workdir)
+
+  def refuse(path):
+    raise AssertionError(f"{path} was opened for writing with nothing left to run")
+
+  monkeypatch.setattr(sweep_run, "_open_results", refuse)
+  again = arith_task.run_search_sweep(tiny_sweep_config(tiny_models), str(workdir))
+  assert again["units_run"] == 0 and again["units_skipped"] == 6
+  wall = rundir.wall_time(str(workdir))
+  assert wall["invocations"] == 2 and wall["killed"] == 0 and wall["wall_s"] > 0
+
+
 def test_a_sweep_workdir_refuses_other_models(tiny_models, tmp_path):
   config = tiny_sweep_config(tiny_models)
   config.budgets = (2,)

@@ -5,6 +5,9 @@ ratios the study runs), 640 questions: as many graded samples as the PRM's label
 
   python -m experiments.train --config configs/arith/revision_outputs.py \
       --workdir runs/revision_outputs
+
+Wall time: 8.5 min (2026-12-02, 510 s on one of 2 CPU cores, the other running a sweep;
+640 questions, 10,240 graded attempts, attempt accuracy 0.625).
 """
 
 import ml_collections

@@ -17,6 +17,7 @@ from flax import traverse_util
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from ttcjax import shipped
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig
 
@@ -57,12 +58,14 @@ def load_exported(directory: str):
   Raises:
     ValueError: the directory has no exported model.
   """
+  named, directory = directory, shipped.locate(directory)
   meta_path = os.path.join(directory, "model.json")
   weights_path = os.path.join(directory, "model.safetensors")
   if not (os.path.exists(meta_path) and os.path.exists(weights_path)):
     raise ValueError(
-        f"No exported model in {directory} (expected model.json and model.safetensors); "
-        "train one with experiments.train or point at a shipped checkpoint.")
+        f"No exported model in {named} (expected model.json and model.safetensors; looked "
+        f"in {shipped.where_looked(named)}); train one with experiments.train or point at "
+        "a shipped checkpoint.")
   try:
     with open(meta_path) as f:
       meta = json.load(f)
@@ -90,9 +93,10 @@ def load_exported(directory: str):
 def weights_fingerprint(directory: str) -> str:
   """The first 16 hex digits of the SHA-256 of an export's `model.safetensors`: what a
   run records so that results of other weights at the same path are never mixed."""
-  path = os.path.join(directory, "model.safetensors")
+  path = os.path.join(shipped.locate(directory), "model.safetensors")
   if not os.path.exists(path):
-    raise ValueError(f"No exported model in {directory} (expected {path}).")
+    raise ValueError(f"No exported model in {directory} (expected model.safetensors; looked "
+                     f"in {shipped.where_looked(directory)}).")
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):

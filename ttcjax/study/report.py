@@ -22,6 +22,18 @@ def _variant(summary: dict) -> str:
   return "" if variant == "default" else f"; {variant} size"
 
 
+def _wall_time(summary: dict) -> str:
+  """The study's wall time over all its invocations (a resumed study ran several)."""
+  text = f"wall time {summary['wall_s']:.0f} s"
+  invocations = summary.get("invocations", 1)
+  if invocations <= 1:
+    return text + f" (searches {summary['search_s']:.0f} s)"
+  return (text + f" over {invocations} invocations ({summary['killed_invocations']} killed, "
+          f"{summary['lost_to_kills_s']:.0f} s of work lost to kills; the last one "
+          f"{summary['wall_s_this_invocation']:.0f} s, of which searches "
+          f"{summary['search_s']:.0f} s)")
+
+
 def render(results: dict, summary: dict) -> str:
   """The report; every figure in it is read from `results` (study.json) or `summary`."""
   budgets = results["budgets"]
@@ -29,8 +41,7 @@ def render(results: dict, summary: dict) -> str:
   out = [
       f"# Compute-optimal test-time search: {summary.get('task_title', 'the arithmetic testbed')}",
       "",
-      f"{summary['date']}; {summary['machine']}; wall time {summary['wall_s']:.0f} s "
-      f"(searches {summary['search_s']:.0f} s){_variant(summary)}.",
+      f"{summary['date']}; {summary['machine']}; {_wall_time(summary)}{_variant(summary)}.",
       "",
       f"{results['questions']} test questions; generation budgets {budgets}; every strategy's "
       f"answer picked by `{results['selection']}`; {k} difficulty bins from "

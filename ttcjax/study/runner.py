@@ -34,8 +34,9 @@ from typing import Callable
 
 import jax
 import ml_collections
+from absl import logging
 
-from ttcjax import compute, sweep
+from ttcjax import compute, rundir, sweep
 from ttcjax.study import allocation, analysis, plots, report as study_report
 from ttcjax.study.outcomes import BEST_OF_N
 
@@ -138,12 +139,19 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
     progress: called as progress(stage, stats) after each search unit.
   """
   check_study_config(config, task.num_problems(config))
-  start = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
+  with rundir.Invocation(workdir, enabled=jax.process_index() == 0) as clock:
+    return _run_study(task, config, workdir, progress, clock)
+
+
+def _run_study(task, config, workdir, progress, clock: rundir.Invocation) -> dict:
+  start = time.perf_counter()
   configs = task.stage_configs(config)
   stage_stats = {}
   for name in STAGES:
     if name in configs:
+      logging.info("study: stage %s (resumes what %s holds)", name,
+                   os.path.join(workdir, name))
       stage_stats[name] = task.run_stage(
           configs[name], os.path.join(workdir, name),
           None if progress is None else (lambda stats, name=name: progress(name, stats)))
@@ -164,6 +172,8 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
   records = {name: _stage_records(os.path.join(workdir, name), configs[name], uids)
              for name in stage_stats}
   facts = task.model_facts(config)
+  logging.info("study: analysing %d questions (cross-validated solvers, bootstrap intervals)",
+               len(uids))
   large = records.get("large_greedy")
   results = analysis.analyse(
       records["sweep"], records["difficulty"], large, list(config.budgets),
@@ -179,8 +189,10 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
   with open(os.path.join(workdir, "study.json"), "w") as f:
     json.dump(results, f, indent=1)
   _save_allocations(task.name, results, workdir)
+  logging.info("study: writing study.json, the allocations and the figures")
   figures = plots.study_figures(results, workdir)
-  wall_s = time.perf_counter() - start
+  # Every invocation's time: a resumed study's own timer sees only its last one.
+  wall = rundir.wall_time(workdir, running=clock)
   summary = {
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on "
@@ -203,7 +215,11 @@ def run_study(task: StudyTask, config: ml_collections.ConfigDict, workdir: str,
       "search_units": {name: s["units_total"] for name, s in stage_stats.items()},
       "search_units_run_now": {name: s["units_run"] for name, s in stage_stats.items()},
       "search_s": search_s,
-      "wall_s": wall_s,
+      "wall_s": wall["wall_s"],
+      "wall_s_this_invocation": time.perf_counter() - start,
+      "invocations": wall["invocations"],
+      "killed_invocations": wall["killed"],
+      "lost_to_kills_s": wall["lost_to_kills_s"],
       "figures": figures,
   }
   with open(os.path.join(workdir, "summary.json"), "w") as f:

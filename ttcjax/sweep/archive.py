@@ -29,6 +29,7 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
+from ttcjax import shipped
 from ttcjax.sweep import report
 from ttcjax.sweep.records import record_key
 
@@ -129,10 +130,12 @@ def read(archive_dir: str | None, must_exist: bool = True) -> list[dict]:
   """
   if archive_dir is None:
     return []
+  named, archive_dir = archive_dir, shipped.locate(archive_dir)
   if not os.path.isdir(archive_dir):
     if must_exist:
-      raise ValueError(f"No sweep archive at {archive_dir}; check the path (an archive is "
-                       "started by experiments.search_report --update_archive).")
+      raise ValueError(f"No sweep archive at {named} (looked in {shipped.where_looked(named)}); "
+                       "check the path (an archive is started by experiments.search_report "
+                       "--update_archive).")
     return []
   summaries = []
   for name in sorted(os.listdir(archive_dir)):

@@ -3,6 +3,7 @@ flushes, so a killed run loses at most the unit under way (see `ttcjax.sweep.pla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,6 +27,18 @@ def progress_postfix(stats: dict) -> dict[str, str]:
   minutes = math.ceil(stats.get("eta_s", 0.0) / 60)
   return {"tok_s": f"{stats['tokens_generated'] / wall_s:.0f}",
           "left": f"{minutes // 60}h{minutes % 60:02d}m"}
+
+
+def _open_results(path: str):
+  """The results file for appending (a sink on processes other than 0)."""
+  if jax.process_index() != 0:
+    return open(os.devnull, "w")
+  try:
+    return open(path, "a")
+  except OSError as e:
+    raise ValueError(f"Cannot append to {path} ({e.strerror}): units are left to run "
+                     "there. Make the workdir writable, or copy it somewhere writable "
+                     "and resume there.") from e
 
 
 def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[str],
@@ -85,14 +98,19 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
   # Across hosts every process runs every unit (the search is one program over the
   # global mesh) and sees the global results; process 0 alone writes them, so the
   # workdir must be on a filesystem all hosts share (they all read it to resume).
-  writer = open(path, "a") if jax.process_index() == 0 else open(os.devnull, "w")
-  with writer as f:
+  # The file is opened only when a unit is to run: a finished sweep in a read-only
+  # workdir resumes (runs nothing) and reports.
+  f = None
+  clock = rundir.Invocation(os.path.dirname(path) or ".", enabled=jax.process_index() == 0)
+  with clock, contextlib.ExitStack() as files:
     for unit, todo in zip(units, todo_of):
       if not todo:
         stats["units_skipped"] += 1
         continue
       if stop_after_units is not None and stats["units_run"] >= stop_after_units:
         break
+      if f is None:
+        f = files.enter_context(_open_results(path))
       hyper = unit.setting.resolve(unit.budget)
       padded = todo + [todo[-1]] * (unit.batch_size - len(todo))
       padded += [todo[-1]] * (-len(padded) % runner.data_shards)
@@ -111,6 +129,7 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
       for record in records:
         f.write(json.dumps(record) + "\n")
       f.flush()
+      clock.saved()
       stats["units_run"] += 1
       stats["records_written"] += len(todo)
       stats["tokens_generated"] += float(np.sum(result.compute["policy_generated"]))

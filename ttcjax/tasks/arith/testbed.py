@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttcjax import metrics
+from ttcjax import metrics, shipped
 from ttcjax.models import export
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig
@@ -35,8 +35,7 @@ from ttcjax.sampling import Sampler
 from ttcjax.sweep.runner import SearchRunner
 from ttcjax.tasks.arith import arithmetic
 
-SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))), "checkpoints", "arith")
+SHIPPED_DIR = os.path.join(shipped.PACKAGE_ROOT, "checkpoints", "arith")
 SHIPPED_MODELS = ("policy_small", "policy_large", "prm", "orm", "revision")
 MAX_PROMPT_TOKENS = 48
 MAX_SOLUTION_TOKENS = 160
