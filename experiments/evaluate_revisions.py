@@ -13,7 +13,8 @@ and reports:
   wrong ones) and of wrong ones whose next attempt is right;
 * at the chains' full budget: accuracy of flat majority, flat best-of-N weighted and
   hierarchical best-of-N weighted (within each chain, then across chains), with the
-  PRM's last-step score and with the ORM's score (`--orm`), and pass@N.
+  PRM's last-step score, with the ORM's score (`--orm`) and with the revision ORM's
+  (`--revision_orm`, trained on the revision model's own attempts), and pass@N.
 
 The JSON is rewritten at the end; the run takes a few minutes on 2 cores.
 """
@@ -37,6 +38,9 @@ _POLICY = flags.DEFINE_string("policy", testbed.shipped_checkpoint("policy_small
                               "The base policy (the runner's policy; unused by the chains).")
 _PRM = flags.DEFINE_string("prm", testbed.shipped_checkpoint("prm"), "PRM.")
 _ORM = flags.DEFINE_string("orm", testbed.shipped_checkpoint("orm"), "ORM ('' to skip).")
+_REVISION_ORM = flags.DEFINE_string(
+    "revision_orm", testbed.shipped_checkpoint("revision_orm"),
+    "The ORM trained on the revision model's own attempts ('' to skip).")
 _CHAINS = flags.DEFINE_integer("chains", 4, "Chains per problem.")
 _LENGTH = flags.DEFINE_integer("chain_length", 8, "Attempts per chain.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
@@ -106,12 +110,13 @@ def main(argv):
                     for p, v in zip(problems, vocab)])
   chain_ids = np.concatenate(chains)
   verifiers = {"prm": np.concatenate(scores)}
-  if _ORM.value:
-    orm_config, orm_params, _ = testbed.load_reward_model(_ORM.value)
-    tokens, step_end, lengths = (np.concatenate(x) for x in zip(*arrays))
-    samples = testbed.GradedSamples(problems, texts, correct, tokens, step_end, lengths, 0, 0.0)
-    orm_scores, orm_mask = testbed.score_samples(orm_config, orm_params, samples)
-    verifiers["orm"] = select.aggregate(orm_scores, orm_mask, "last")
+  tokens, step_end, lengths = (np.concatenate(x) for x in zip(*arrays))
+  samples = testbed.GradedSamples(problems, texts, correct, tokens, step_end, lengths, 0, 0.0)
+  for name, path in (("orm", _ORM.value), ("revision_orm", _REVISION_ORM.value)):
+    if path:  # each attempt scored as a solution to the question alone
+      orm_config, orm_params, _ = testbed.load_reward_model(path)
+      orm_scores, orm_mask = testbed.score_samples(orm_config, orm_params, samples)
+      verifiers[name] = select.aggregate(orm_scores, orm_mask, "last")
   hit = lambda chosen: float(np.mean((chosen == truth) & (truth != select.NO_ANSWER)))
   selection = {"majority": hit(select.select_answers(ids, None, "majority")),
                "pass_at_n": float(correct.any(axis=1).mean())}

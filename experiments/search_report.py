@@ -112,7 +112,8 @@ def main(argv):
     wall = rundir.wall_time(_WORKDIR.value)
     if wall["invocations"]:
       print(f"  this workdir's invocations: {wall['invocations']} "
-            f"({wall['killed']} killed), {wall['wall_s']:.1f} s in all, "
+            f"({wall['killed']} killed, {wall['running']} still running), "
+            f"{wall['wall_s']:.1f} s in all, "
             f"{wall['lost_to_kills_s']:.1f} s of it lost to kills")
 
 

@@ -25,9 +25,11 @@ def test_wall_time_adds_up_invocations_and_what_kills_lost(tmp_path):
   with rundir.Invocation(str(tmp_path), heartbeat_s=0) as clock:
     time.sleep(0.2)
     clock.saved()
-    running = rundir.wall_time(str(tmp_path), running=clock)
-  wall = rundir.wall_time(str(tmp_path))
-  assert wall["invocations"] == 2 and wall["killed"] == 1
+    running = rundir.wall_time(str(tmp_path), running=clock, running_within_s=0.0)
+  # Seconds after the kill its heartbeats are recent: it reads as still running.
+  assert rundir.wall_time(str(tmp_path))["running"] == 1
+  wall = rundir.wall_time(str(tmp_path), running_within_s=0.0)
+  assert wall["invocations"] == 2 and wall["killed"] == 1 and wall["running"] == 0
   assert 0.3 <= wall["lost_to_kills_s"] <= 0.45  # 0.4 s to within a heartbeat
   assert 0.4 + 0.2 <= wall["wall_s"] <= 0.5 + 0.2 + 1.0
   assert running["invocations"] == 2 and running["wall_s"] <= wall["wall_s"]

@@ -110,6 +110,9 @@ def read_json_lines(path: str, what: str, required: Sequence[str] = ("uid",)) ->
 
 
 INVOCATIONS_FILE = "invocations.jsonl"
+# An invocation without an "end" line whose last line is this recent is still running
+# (it writes a heartbeat every 30 s by default); older, it was killed.
+RUNNING_WITHIN_S = 120.0
 
 
 class Invocation:
@@ -152,7 +155,8 @@ class Invocation:
     if not self._writable:
       return
     line = lambda event, elapsed: json.dumps(
-        {"invocation": self._id, "event": event, "elapsed_s": round(elapsed, 3)}) + "\n"
+        {"invocation": self._id, "event": event, "elapsed_s": round(elapsed, 3),
+         "time": round(time.time(), 3)}) + "\n"
     with self._lock:
       lines = line(event, self.elapsed_s())
       if not self._started:  # the start line goes with the first event
@@ -195,16 +199,20 @@ class Invocation:
       self._write("end")
 
 
-def wall_time(workdir: str, running: Invocation | None = None) -> dict[str, Any]:
+def wall_time(workdir: str, running: Invocation | None = None,
+              running_within_s: float = RUNNING_WITHIN_S) -> dict[str, Any]:
   """Every recorded invocation's wall time in `workdir`, added up.
 
   Args:
     workdir: the run's directory.
     running: the invocation still under way, counted at its current elapsed time.
+    running_within_s: an unfinished invocation with a line this recent counts as still
+      running, not killed (0: none other than `running` can be).
 
   Returns:
-    {"invocations": count, "killed": how many ended without an "end" line,
-     "wall_s": the sum of each invocation's last recorded time,
+    {"invocations": count, "running": how many still write heartbeats (a line within
+     the last `RUNNING_WITHIN_S`, no "end"), "killed": how many else ended without an
+     "end" line, "wall_s": the sum of each invocation's last recorded time,
      "lost_to_kills_s": for killed invocations, the time after their last save}.
   """
   events: dict[str, list[dict]] = {}
@@ -214,13 +222,17 @@ def wall_time(workdir: str, running: Invocation | None = None) -> dict[str, Any]
   if running is not None:
     events[running.id] = [{"event": "end", "elapsed_s": running.elapsed_s()}]
   wall_s = lost_s = 0.0
-  killed = 0
+  killed = running_now = 0
+  now = time.time()
   for lines in events.values():
     last = max(e["elapsed_s"] for e in lines)
     wall_s += last
     if not any(e["event"] == "end" for e in lines):
+      if now - max(e.get("time", 0.0) for e in lines) < running_within_s:
+        running_now += 1
+        continue
       killed += 1
       saved = [e["elapsed_s"] for e in lines if e["event"] in ("saved", "start")]
       lost_s += last - max(saved)
-  return {"invocations": len(events), "killed": killed, "wall_s": wall_s,
-          "lost_to_kills_s": lost_s}
+  return {"invocations": len(events), "running": running_now, "killed": killed,
+          "wall_s": wall_s, "lost_to_kills_s": lost_s}

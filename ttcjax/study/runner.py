@@ -192,7 +192,7 @@ def _run_study(task, config, workdir, progress, clock: rundir.Invocation) -> dic
   logging.info("study: writing study.json, the allocations and the figures")
   figures = plots.study_figures(results, workdir)
   # Every invocation's time: a resumed study's own timer sees only its last one.
-  wall = rundir.wall_time(workdir, running=clock)
+  wall = rundir.wall_time(workdir, running=clock, running_within_s=0.0)
   summary = {
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on "

@@ -36,7 +36,7 @@ from ttcjax.sweep.runner import SearchRunner
 from ttcjax.tasks.arith import arithmetic
 
 SHIPPED_DIR = os.path.join(shipped.PACKAGE_ROOT, "checkpoints", "arith")
-SHIPPED_MODELS = ("policy_small", "policy_large", "prm", "orm", "revision")
+SHIPPED_MODELS = ("policy_small", "policy_large", "prm", "orm", "revision", "revision_orm")
 MAX_PROMPT_TOKENS = 48
 MAX_SOLUTION_TOKENS = 160
 MAX_STEPS = 12
