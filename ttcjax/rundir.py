@@ -122,11 +122,12 @@ class Invocation:
   up all of them and say how much a kill cost. Each invocation appends, to
   `invocations.jsonl`, a "start" line, a "saved" line whenever its results reach the
   disk (`saved()`), an "alive" line every `heartbeat_s` from a background thread, and
-  an "end" line when it finishes. An invocation without "end" was killed: the time
-  between its last "saved" and its last "alive" line is work the kill lost (to within
-  one heartbeat). Nothing is written before the first event, so a run refused in its
-  first seconds leaves its workdir as it was. A workdir that cannot be written (a read-only finished run) gets no
-  lines; the run still goes on.
+  an "end" line when it finishes. An invocation without "end" is running (its last line
+  is recent) or was killed: then the time between its last "saved" and its last "alive"
+  line is work the kill lost (to within one heartbeat). Nothing is written before the
+  first event, so a run refused in its first seconds leaves its workdir as it was. A
+  workdir that cannot be written (a read-only finished run) gets no lines; the run
+  still goes on.
 
   Use as a context manager: `with Invocation(workdir) as clock: ... clock.saved()`.
   """
@@ -176,8 +177,9 @@ class Invocation:
     self._start = time.perf_counter()
     self._id = f"{datetime.datetime.now().isoformat(timespec='seconds')}/{os.getpid()}"
     directory = os.path.dirname(self._path)
-    self._writable = self._enabled and os.path.isdir(directory) and os.access(directory, os.W_OK) and (
-        not os.path.exists(self._path) or os.access(self._path, os.W_OK))
+    self._writable = (self._enabled and os.path.isdir(directory)
+                      and os.access(directory, os.W_OK)
+                      and (not os.path.exists(self._path) or os.access(self._path, os.W_OK)))
     if self._writable:
       drop_partial_line(self._path)
     if self._writable and self._heartbeat_s > 0:
