@@ -2,6 +2,7 @@
 directory outside the repository (what a `pip install` on Colab relies on)."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,9 +40,13 @@ print("ok", len(summaries))
 def test_a_wheel_serves_its_shipped_models_outside_the_repo(tmp_path):
   wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
   elsewhere.mkdir()
+  # Built from a copy: a build in place would leave build/ in the checkout.
+  source = tmp_path / "source"
+  shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+      ".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
   pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-  subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), REPO],
-                 check=True, cwd=tmp_path, capture_output=True, timeout=300)
+  subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                        str(source)], check=True, cwd=tmp_path, capture_output=True, timeout=300)
   (wheel,) = wheels.iterdir()
   subprocess.run(pip + ["install", "--no-deps", "--target", str(site), str(wheel)],
                  check=True, capture_output=True, timeout=300)
