@@ -31,15 +31,18 @@ def test_beam_plan_by_hand():
   p = plan()
   assert (p.policy_params, p.prm_params) == (POLICY_BYTES, PRM_BYTES)
   assert TINY.num_params * 4 == POLICY_BYTES and TINY_PRM.num_params * 4 == PRM_BYTES
-  # 4 problems over 2 data shards: 2 per device, 16 rows; a fork holds two copies,
-  # and the batch's 2 empty rows stay alive: 34 rows.
+  # 4 problems over 2 data shards: 2 per device, 16 rows, and the batch's 2 empty rows
+  # stay alive: 18 rows of each model; a fork holds the larger model's 16 rows twice
+  # (here the two are the same size).
   assert (p.rows_per_device, p.policy_capacity, p.prm_capacity, p.kv_copies) == (16, 49, 49, 2)
-  assert p.policy_kv == p.prm_kv == 34 * KV_ROW == 426_496
+  assert p.policy_kv == p.prm_kv == 18 * KV_ROW == 225_792
+  assert p.kv_extra == 16 * KV_ROW and p.kv == 52 * KV_ROW
+  assert p.kv_row_bytes == 3 * KV_ROW
   # The largest pass: the PRM's 8-token step on 16 rows: float32 scores 16x4x8x49x4,
   # MLP 16x8x48x3x4, hidden 16x8x32x4x4.
   assert p.activation_pass == "PRM chunk of 8 tokens"
   assert p.activations == 100_352 + 73_728 + 65_536
-  assert p.total == POLICY_BYTES + PRM_BYTES + 2 * 426_496 + 239_616 == 1_242_436
+  assert p.total == POLICY_BYTES + PRM_BYTES + 52 * KV_ROW + 239_616 == 1_041_732
   assert "rows per device" in p.describe() and "total" in p.describe()
 
 
@@ -56,6 +59,11 @@ def test_best_of_n_with_a_prm_adapter_by_hand():
   assert (p.policy_capacity, p.prm_capacity, p.kv_copies, p.rows_per_device) == (49, 69, 1, 8)
   assert p.policy_kv == 10 * KV_ROW == 125_440
   assert p.prm_kv == 10 * (2 * 2 * 2 * 8 * 69 * 4) == 176_640
+  assert p.kv_extra == 0  # dense rows: both models' caches may be live at once
+  shared = plan(strategy="best_of_n", budget=4, problems_per_batch=2, data_shards=1,
+                max_prm_prompt_tokens=24, prm_suffix_length=3, share_prompt_cache=True)
+  # Shared prompts: the PRM's rows are made after sampling, when the policy's are dead.
+  assert shared.kv_extra == -8 * (KV_ROW // 49 * 33)
   # One PRM pass over the whole solution and S suffixes: 32 + 4 x 3 = 44 tokens.
   assert p.activation_pass == "PRM chunk of 44 tokens"
   assert p.activations == 8 * 4 * 44 * 69 * 4 + 8 * 44 * 48 * 12 + 8 * 44 * 32 * 16 == 771_584
@@ -71,9 +79,19 @@ def test_lookahead_chunk_and_bfloat16():
       TINY.replace(param_dtype="bfloat16", dtype="bfloat16"),
       PrmConfig(TINY.replace(param_dtype="bfloat16", dtype="bfloat16"), head_hidden=8),
       strategy="beam", budget=8, problems_per_batch=4, data_shards=2, **CAPS)
-  assert bf16.policy_params == POLICY_BYTES // 2 and bf16.policy_kv == 34 * KV_ROW // 2
+  assert bf16.policy_params == POLICY_BYTES // 2 and bf16.policy_kv == 18 * KV_ROW // 2
   # bfloat16 probabilities beside the float32 scores: 6 bytes per score.
   assert bf16.activations == 16 * 4 * 8 * 49 * 6 + 73_728 // 2 + 65_536 // 2
+
+
+def test_shared_prompts_by_hand():
+  p = plan(share_prompt_cache=True)
+  # Rows hold 32 + 1 slots; the 16-slot prompts of the 2 problems sit twice (the empty
+  # argument and the filled cache).
+  row, prompt = KV_ROW // 49 * 33, KV_ROW // 49 * 16
+  assert p.policy_kv == p.prm_kv == 16 * row + 4 * prompt
+  assert p.kv_extra == 16 * row and p.kv_row_bytes == 3 * row
+  assert p.policy_capacity == 49  # positions a row reaches, the prompt's included
 
 
 def test_model_shards_split_matrices_only():
@@ -134,5 +152,29 @@ def test_launcher_prints_the_plan_of_a_math500_config():
       cwd=root, capture_output=True, text=True, timeout=300, check=True).stdout
   # Qwen2.5-Math-1.5B + PRM-7B in bfloat16: 16.07 GiB of parameters on one device.
   assert "| beam | 64 | 1 | 64 | 16.07 |" in out and "| yes |" in out
-  assert "| best_of_n | 64 | 1 | 64 | 16.07 |" in out  # fits: the PRM scores 8 rows a pass
-  assert "best_of_n, N=256: The search needs" in out  # the first setting that does not fit
+  assert "| best_of_n | 256 | 1 | 256 | 16.07 |" in out  # fits: prompts shared, 8 PRM rows a pass
+  assert "beam, N=256: The search needs" in out  # the first setting that does not fit
+
+
+@pytest.mark.parametrize("strategy,shared", [("best_of_n", True), ("beam", True), ("beam", False)])
+def test_plan_against_xla_on_a_small_config(strategy, shared):
+  """The plan's total and its cost per row against XLA's compiled memory (arguments +
+  temporaries) of the real search code, compiled for the CPU without allocating."""
+  from experiments.memory_check import compile_search
+  config = get_config("tiny", hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=32,
+                      intermediate_size=128, num_layers=4, vocab_size=512)
+  prm = PrmConfig(config, kind="value", num_labels=1, head_hidden=16)
+  caps = dict(max_prompt_tokens=64, max_prm_prompt_tokens=64, max_step_tokens=32,
+              max_solution_tokens=256, max_steps=8, max_rounds=8, prm_rows_per_pass=8)
+  xla, plans = {}, {}
+  for budget in (16, 64):
+    analysis = compile_search(config, prm, 0, strategy, budget, 1, caps, shared)[0]
+    xla[budget] = analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
+    plans[budget] = memory_plan.plan_search_memory(
+        config, prm, strategy=strategy, budget=budget, problems_per_batch=1,
+        share_prompt_cache=shared, **caps)
+  for budget in (16, 64):
+    assert 0.85 <= plans[budget].total / xla[budget] <= 1.15, (budget, plans[budget].total,
+                                                              xla[budget])
+  per_row = (xla[64] - xla[16]) / 48
+  assert 0.85 <= plans[64].kv_row_bytes / per_row <= 1.15, (plans[64].kv_row_bytes, per_row)

@@ -9,7 +9,7 @@ import pytest
 
 from tests import search_fakes as fakes
 from ttcjax import compute, search
-from ttcjax.models.cache import KVCache
+from ttcjax.models.cache import KVCache, SharedPrefixCache
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig, init_prm_params, score_steps
 from ttcjax.models.transformer import init_params
@@ -239,6 +239,51 @@ def test_strategy_contract_on_tiny_transformers(tiny_models, strategy, hyper):
   flops = compute.search_flops(out.compute, compute.ModelCost.of_policy(config),
                                compute.ModelCost.of_prm(prm_config))
   assert (flops["total_flops"] > flops["policy_flops"]).all()
+
+
+@pytest.mark.parametrize("strategy,hyper,rows_per_pass", [
+    ("best_of_n", {}, 0), ("best_of_n", {}, 2), ("beam", {"beam_width": 2}, 0),
+    ("dvts", {"beam_width": 2}, 2), ("rebase", {"temperature": 0.5}, 0),
+    ("lookahead", {"beam_width": 2, "lookahead_steps": 1}, 0),
+    ("revisions", {"chain_length": 2}, 0)])
+def test_a_shared_prompt_cache_searches_as_the_dense_one(tiny_models, strategy, hyper,
+                                                         rows_per_pass):
+  """Each problem's prompt stored once (`SharedPrefixCache`) gives the dense cache's
+  tokens, scores and compute records (up to float rounding), PRM slices included."""
+  config, params, prm_config, prm_params = tiny_models
+  settings = search.SearchSettings(eos_id=fakes.EOS, pad_id=0, delimiter=fakes.settings().delimiter,
+                                   max_step_tokens=6, max_solution_tokens=18, max_steps=6,
+                                   max_rounds=3, prm_rows_per_pass=rows_per_pass,
+                                   attempt_separator=(fakes.EOS,))
+  prompts = jnp.asarray([fakes.TOKENIZER.encode("12+3=?\n", add_bos=True),
+                         fakes.TOKENIZER.encode("7*8=?\n\n", add_bos=True)[:8]], jnp.int32)
+  width = prompts.shape[1]
+  record = search.get_strategy(strategy)
+  capacity = record.policy_cache_capacity(width, settings, hyper)
+  prm_capacity = search.cache_capacity(width, settings)
+  models = search.SearchModels(transformer_decode_fn(config), params,
+                               search.transformer_prm_fn(prm_config), prm_params)
+  fn = jax.jit(functools.partial(record.fn, budget=4, **hyper))
+  outs = []
+  for shared in (False, True):
+    if shared:
+      caches = (SharedPrefixCache.init(config, 2, width, capacity - width),
+                SharedPrefixCache.init(prm_config.backbone, 2, width, prm_capacity - width))
+    else:
+      caches = (KVCache.init(config, 2, capacity),
+                KVCache.init(prm_config.backbone, 2, prm_capacity))
+    batch = search.SearchBatch(prompts=prompts, prompt_lengths=jnp.array([8, 7], jnp.int32),
+                               problem_ids=jnp.array([0, 1], jnp.int32),
+                               policy_cache=caches[0], prm_cache=caches[1])
+    outs.append(jax.device_get(fn(models, batch, RNG, Sampler(), settings)))
+  dense, shared = outs
+  np.testing.assert_array_equal(shared.tokens, dense.tokens)
+  np.testing.assert_array_equal(shared.lengths, dense.lengths)
+  np.testing.assert_allclose(shared.step_scores, dense.step_scores, atol=1e-5)
+  for name in ("policy_generated", "policy_prefilled", "policy_context", "prm_scored",
+               "prm_context"):
+    np.testing.assert_allclose(getattr(shared.compute, name), getattr(dense.compute, name))
+  assert len({tuple(r) for r in dense.tokens.reshape(8, -1)}) > 2  # the rows differ
 
 
 # -------------------------------------------------------------------- bad input

@@ -182,3 +182,20 @@ def test_row_slices_divide_the_rows(setups):
   kwargs, *_ = setups("qwen_math_prm")
   with pytest.raises(ValueError, match="prm_rows_per_pass must be 0"):
     SearchRunner(**kwargs, prm_rows_per_pass=-1)
+
+
+@pytest.mark.parametrize("strategy,hyper", [("best_of_n", {}), ("beam", {"beam_width": 2})])
+def test_shared_prompts_and_prompt_buckets_search_as_the_dense_runner(setups, strategy, hyper):
+  """The real-size configs' layout (prompts cached once, padded to the batch's bucket)
+  finds what the dense runner finds, through a published PRM's adapter."""
+  kwargs, *_ = setups("qwen_math_prm")
+  kwargs = {**kwargs, "max_prompt_tokens": 64, "max_prm_prompt_tokens": 256}  # room to cut
+  dense = _search(SearchRunner(**kwargs), strategy, **hyper)
+  lean = SearchRunner(**kwargs, share_prompt_cache=True, prompt_buckets=True)
+  widths = [len(lean.prm_adapter.prompt_ids(p)) for p in PROBLEMS]  # 113-117 tokens
+  assert lean._width(np.asarray(widths), 256) == 128
+  result = _search(lean, strategy, **hyper)
+  assert result.texts == dense.texts
+  np.testing.assert_allclose(result.step_scores, dense.step_scores, atol=1e-4)
+  for name, values in dense.compute.items():
+    np.testing.assert_allclose(result.compute[name], values)

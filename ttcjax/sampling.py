@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ttcjax.models.cache import map_rows, repeat_rows
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.tokenizer import Tokenizer
 from ttcjax.models.transformer import forward
@@ -272,12 +273,18 @@ class DecodeState:
     return self.lengths + 1 - self.prompt_lengths
 
   def gather(self, rows: jax.Array) -> "DecodeState":
-    """Forks rows: row i of the result continues row `rows[i]` ([R'] int32)."""
-    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), self)
+    """Forks rows: row i of the result continues row `rows[i]` ([R'] int32).
+
+    With a `SharedPrefixCache` every row must stay with its own problem's prompt.
+    """
+    return map_rows(lambda x: jnp.take(x, rows, axis=0), self)
 
   def repeat(self, num_copies: int) -> "DecodeState":
-    """Each row to `num_copies` consecutive rows (b -> b * n + j); keys unchanged."""
-    return self.gather(jnp.repeat(jnp.arange(self.num_rows), num_copies))
+    """Each row to `num_copies` consecutive rows (b -> b * n + j); keys unchanged.
+
+    A `SharedPrefixCache` is shared instead of copied (`repeat_rows`).
+    """
+    return repeat_rows(self, num_copies)
 
   def with_keys(self, keys: jax.Array) -> "DecodeState":
     chex.assert_shape(keys, (self.num_rows, 2))

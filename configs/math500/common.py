@@ -60,9 +60,13 @@ def search_config(*, policy_dir: str, policy_preset: str, prm_dir: str, prm_fami
   # the chat template and system turn. Steps end at "\n\n" or 512 tokens; solutions at
   # 2048 tokens (search-and-learn's max_tokens); S = 40 score columns; 40 rounds. The PRM
   # scores at most 8 rows per pass (best-of-N's whole-solution pass would otherwise
-  # hold [N, heads, 2048, capacity] attention scores at once).
+  # hold [N, heads, 2048, capacity] attention scores at once). Each problem's prompt
+  # is cached once and read by its N rows (`SharedPrefixCache`): rows hold only what
+  # they generate; a batch's prompts are padded to the shortest of 128/256/512/1024
+  # tokens that holds them (`prompt_buckets`).
   c.caps = dict(max_prompt_tokens=1024, max_prm_prompt_tokens=1024, max_step_tokens=512,
-                max_solution_tokens=2048, max_steps=40, max_rounds=40, prm_rows_per_pass=8)
+                max_solution_tokens=2048, max_steps=40, max_rounds=40, prm_rows_per_pass=8,
+                share_prompt_cache=True, prompt_buckets=True)
   c.step_delimiter = "\n\n"
   c.dtype = "bfloat16"  # parameters and KV caches
   c.problems_per_batch = problems_per_batch

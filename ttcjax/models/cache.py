@@ -1,4 +1,4 @@
-"""A fixed-capacity key/value cache with a position per row.
+"""Fixed-capacity key/value caches with a position per row: dense, or prompt-shared.
 
 Slot `c` of row `b` holds the keys and values of the token at position `c` of that
 row: rows may hold sequences of different lengths (a padded batch of prompts, beams
@@ -6,10 +6,20 @@ that wrote steps of different lengths), and `lengths[b]` is both the number of v
 slots and the position of the next token. Slots at or beyond `lengths[b]` are never
 attended to, so nothing needs clearing when a row is forked or rewound.
 
+A `SharedPrefixCache` stores each problem's prompt once and lets its N rows read it:
+the N samples of a search share their prompt, so repeating it N times at full
+capacity (what `KVCache.repeat` does) spends N - 1 copies of the prompt on every row
+and makes every fork copy it again. Its rows hold only what they added after the
+prompt. Row operations (`map_rows`, `repeat_rows`) act on the rows and leave the
+prompt alone, so the generic tree maps of the search (forks, PRM slices) keep working
+as long as every row stays with its own problem.
+
 B denotes the batch (row) dimension, C the capacity (the glossary of `ttcjax.search.base`).
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import chex
 import flax
@@ -95,3 +105,133 @@ class KVCache:
   def truncate(self, new_lengths: jax.Array) -> "KVCache":
     """Rewinds rows to `new_lengths` [B] (must not exceed the current lengths)."""
     return self.replace(lengths=jnp.minimum(self.lengths, new_lengths.astype(jnp.int32)))
+
+
+@flax.struct.dataclass
+class SharedPrefixCache:
+  """B prompts stored once, read by R = B * n rows (rows b * n .. b * n + n - 1).
+
+  Before `share` it is B rows filling their prompts (`rows` is None and the cache
+  acts as `prefix`); after it, the prompt is frozen and each row's new tokens go to
+  its own slots: slot j of row r holds position `prefix.lengths[r // n] + j`.
+
+  Attributes:
+    prefix: the prompts' `KVCache`, B rows, capacity P (the prompt buffer).
+    rows: the rows' own `KVCache` ([R, Hkv, C', D] per layer, `lengths` counting own
+      tokens only), or None before `share`.
+    row_capacity: static C', own slots per row (the dense capacity minus P).
+  """
+
+  prefix: KVCache
+  rows: KVCache | None
+  row_capacity: int = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def init(cls, config: TransformerConfig, batch_size: int, prompt_capacity: int,
+           row_capacity: int, dtype=None) -> "SharedPrefixCache":
+    """Empty prompts for `batch_size` problems; rows are made by `share`."""
+    if row_capacity <= 0:
+      raise ValueError(f"SharedPrefixCache needs a positive row capacity, got {row_capacity}.")
+    return cls(prefix=KVCache.init(config, batch_size, prompt_capacity, dtype), rows=None,
+               row_capacity=row_capacity)
+
+  @property
+  def is_shared(self) -> bool:
+    return self.rows is not None
+
+  @property
+  def rows_per_prefix(self) -> int:
+    """n, the rows reading each prompt (1 before `share`)."""
+    return 1 if self.rows is None else self.rows.batch_size // self.prefix.batch_size
+
+  @property
+  def batch_size(self) -> int:
+    return self.prefix.batch_size if self.rows is None else self.rows.batch_size
+
+  @property
+  def capacity(self) -> int:
+    """Slots a chunk may fill: the prompt's before `share`, a row's own after it."""
+    return self.prefix.capacity if self.rows is None else self.rows.capacity
+
+  @property
+  def total_capacity(self) -> int:
+    """Positions a row can reach: the prompt buffer plus its own slots."""
+    return self.prefix.capacity + self.row_capacity
+
+  @property
+  def prefix_lengths(self) -> jax.Array:
+    """[R] prompt tokens each row reads."""
+    return jnp.repeat(self.prefix.lengths, self.rows_per_prefix)
+
+  @property
+  def lengths(self) -> jax.Array:
+    """[R] tokens each row holds, prompt included (== position of its next token)."""
+    if self.rows is None:
+      return self.prefix.lengths
+    return self.prefix_lengths + self.rows.lengths
+
+  @property
+  def num_bytes(self) -> int:
+    return self.prefix.num_bytes + (0 if self.rows is None else self.rows.num_bytes)
+
+  def share(self, num_rows: int) -> "SharedPrefixCache":
+    """Freezes the prompts and gives each `num_rows` empty rows that read it."""
+    if self.rows is not None:
+      raise ValueError("This cache is already shared; rows cannot be shared again.")
+    keys = self.prefix.keys[0]
+    shape = (keys.shape[0] * num_rows, keys.shape[1], self.row_capacity, keys.shape[3])
+    zeros = tuple(jnp.zeros(shape, keys.dtype) for _ in self.prefix.keys)
+    rows = KVCache(keys=zeros, values=zeros,
+                   lengths=jnp.zeros((shape[0],), jnp.int32))
+    return self.replace(rows=rows)
+
+  def truncate(self, new_lengths: jax.Array) -> "SharedPrefixCache":
+    """Rewinds rows to `new_lengths` [R] (whole lengths; never into the prompt)."""
+    if self.rows is None:
+      return self.replace(prefix=self.prefix.truncate(new_lengths))
+    own = jnp.maximum(new_lengths.astype(jnp.int32) - self.prefix_lengths, 0)
+    return self.replace(rows=self.rows.truncate(own))
+
+
+def _is_shared(x) -> bool:
+  return isinstance(x, SharedPrefixCache)
+
+
+def map_rows(fn: Callable[[jax.Array], jax.Array], tree: Any) -> Any:
+  """`fn` over every leaf of `tree` whose first dimension is rows.
+
+  A shared cache's prompt (one per problem, not per row) is left as it is, so `fn`
+  must keep every row with its own problem: a fork within each problem's rows, or a
+  strided slice that takes the same number of rows from every problem.
+  """
+  def apply(x):
+    if _is_shared(x) and x.rows is not None:
+      return x.replace(rows=jax.tree.map(fn, x.rows))
+    if _is_shared(x):
+      return x.replace(prefix=jax.tree.map(fn, x.prefix))
+    return fn(x)
+  return jax.tree.map(apply, tree, is_leaf=_is_shared)
+
+
+def map_rows2(fn: Callable[[jax.Array, jax.Array], jax.Array], tree: Any, other: Any) -> Any:
+  """`map_rows` over two trees of one structure (the prompt taken from `tree`)."""
+  def apply(x, y):
+    if _is_shared(x) and x.rows is not None:
+      return x.replace(rows=jax.tree.map(fn, x.rows, y.rows))
+    if _is_shared(x):
+      return x.replace(prefix=jax.tree.map(fn, x.prefix, y.prefix))
+    return fn(x, y)
+  return jax.tree.map(apply, tree, other, is_leaf=_is_shared)
+
+
+def repeat_rows(tree: Any, copies: int) -> Any:
+  """Each row to `copies` consecutive rows (b -> b * copies + j).
+
+  A `SharedPrefixCache` that is not yet shared is shared instead: its prompt stays
+  single and the copies get empty rows of their own.
+  """
+  def apply(x):
+    if _is_shared(x):
+      return x.share(copies)
+    return jnp.repeat(x, copies, axis=0)
+  return jax.tree.map(apply, tree, is_leaf=_is_shared)

@@ -11,6 +11,12 @@ chunk (right-padded rows are fine). With a cache the chunk is appended to each r
 at that row's own position (`cache.lengths`), `num_new[b]` of its K tokens are valid,
 and every query attends to the row's whole valid prefix.
 
+With a `SharedPrefixCache` (after `share`) each row attends to its problem's prompt,
+stored once, and to its own slots: the prompt's scores are computed for a problem's
+n rows at once (the rows folded into the query axis, so the prompt is read once per
+problem, not once per row), and the two blocks are joined by one softmax (their
+maxima and sums merged, as fused attention kernels do).
+
 Attention with a cache reads only a prefix of the cache's slots: the shortest of a
 few static views (`attention_views`) that holds every row's tokens, chosen at run
 time (`lax.switch`). Searches allocate caches for the longest solution while most
@@ -30,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttcjax.models.cache import KVCache
+from ttcjax.models.cache import KVCache, SharedPrefixCache
 from ttcjax.models.config import TransformerConfig
 
 LogitsMode = Literal["all", "last", "none"]
@@ -57,6 +63,45 @@ def _attend(q, keys, values, allowed, dtype):
   scores = jnp.where(allowed, scores, _MASK_VALUE)
   probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
   return jnp.einsum("bhqk,bhkd->bhqd", probs, values.astype(dtype))
+
+
+def _attend_shared(q, prefix_keys, prefix_values, prefix_allowed, keys, values, allowed, dtype):
+  """Attention [R, Hkv, Q, D] over a shared prompt and each row's own slots.
+
+  Args:
+    q: [R, Hkv, Q, D] queries of R = B * n rows (rows b * n + j read prompt b).
+    prefix_keys, prefix_values: [B, Hkv, Cp, D] the prompts.
+    prefix_allowed: [R, 1, Q, Cp] which prompt slots each query may read.
+    keys, values: [R, Hkv, Ck, D] the rows' own slots; allowed: [R, 1, Q, Ck].
+  """
+  rows, kv_heads, queries, dim = q.shape
+  problems = prefix_keys.shape[0]
+  n = rows // problems
+  # [R, Hkv, Q, X] <-> [B, Hkv, n * Q, X]: a problem's rows as one block of queries.
+  group = lambda x: x.reshape(problems, n, x.shape[1], queries, -1).transpose(
+      0, 2, 1, 3, 4).reshape(problems, x.shape[1], n * queries, -1)
+  ungroup = lambda x: x.reshape(problems, x.shape[1], n, queries, -1).transpose(
+      0, 2, 1, 3, 4).reshape(rows, x.shape[1], queries, -1)
+  scale = np.sqrt(dim)
+  prefix_scores = jnp.einsum("bhqd,bhkd->bhqk", group(q), prefix_keys.astype(q.dtype),
+                             preferred_element_type=jnp.float32) / scale
+  prefix_scores = jnp.where(group(prefix_allowed), prefix_scores, _MASK_VALUE)
+  own_scores = jnp.einsum("bhqd,bhkd->bhqk", q, keys.astype(q.dtype),
+                          preferred_element_type=jnp.float32) / scale
+  own_scores = jnp.where(allowed, own_scores, _MASK_VALUE)
+  top = jnp.maximum(ungroup(jnp.max(prefix_scores, axis=-1, keepdims=True)),
+                    jnp.max(own_scores, axis=-1, keepdims=True))  # [R, Hkv, Q, 1]
+  # Unnormalised weights go into the matrix multiplies and the [R, Hkv, Q, D] result is
+  # divided once: no normalised copy of the [.., Q, slots] weights is ever held.
+  prefix_weights = jnp.exp(prefix_scores - group(top))
+  own_weights = jnp.exp(own_scores - top)
+  total = (ungroup(jnp.sum(prefix_weights, axis=-1, keepdims=True))
+           + jnp.sum(own_weights, axis=-1, keepdims=True))
+  out = (ungroup(jnp.einsum("bhqk,bhkd->bhqd", prefix_weights.astype(dtype),
+                            prefix_values.astype(dtype), preferred_element_type=jnp.float32))
+         + jnp.einsum("bhqk,bhkd->bhqd", own_weights.astype(dtype), values.astype(dtype),
+                      preferred_element_type=jnp.float32))
+  return (out / total).astype(dtype)
 
 
 class ModelOutput(NamedTuple):
@@ -154,7 +199,7 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid,
-               view_index=None):
+               view_index=None, write_slots=None, prefix=None):
     """Grouped-query attention.
 
     Args:
@@ -166,6 +211,9 @@ class Attention(nn.Module):
       key_valid: [B, Ck] whether a key slot holds a real token.
       view_index: with a cache, which of `attention_views(C)` to read (it must hold
         every valid slot); None reads all C slots.
+      write_slots: [B, K] cache slots of the new tokens (None: their positions).
+      prefix: with a shared prompt, (keys [B', Hkv, Cp, D], values, valid [B', Cp])
+        of the B' prompts that B = B' * n rows read (see `_attend_shared`).
 
     Returns:
       ([B, K, H] output, updated keys buffer or None, updated values buffer or None).
@@ -189,7 +237,7 @@ class Attention(nn.Module):
       # Slot == position; writes past the capacity are dropped (the caller checks room).
       rows = jnp.arange(batch)[:, None, None]
       heads_index = jnp.arange(kv_heads)[None, :, None]
-      slots = positions[:, None, :]
+      slots = (positions if write_slots is None else write_slots)[:, None, :]
       all_k = keys_cache.at[rows, heads_index, slots].set(k.astype(keys_cache.dtype), mode="drop")
       all_v = values_cache.at[rows, heads_index, slots].set(v.astype(values_cache.dtype), mode="drop")
       keys_cache, values_cache = all_k, all_v
@@ -206,7 +254,19 @@ class Attention(nn.Module):
         allowed &= key_pos[:, None, :] > positions[:, :, None] - cfg.sliding_window
       allowed = jnp.broadcast_to(allowed[:, None], (batch, groups) + allowed.shape[1:])
       allowed = allowed.reshape(batch, 1, groups * chunk, view)
-      return _attend(q, all_k[:, :, :view], all_v[:, :, :view], allowed, cfg.jnp_dtype)
+      if prefix is None:
+        return _attend(q, all_k[:, :, :view], all_v[:, :, :view], allowed, cfg.jnp_dtype)
+      prefix_keys, prefix_values, prefix_valid = prefix
+      n = batch // prefix_valid.shape[0]
+      prefix_pos = jnp.arange(prefix_valid.shape[1], dtype=jnp.int32)[None, None, :]
+      prefix_allowed = jnp.repeat(prefix_valid, n, axis=0)[:, None, :]  # before every query
+      if cfg.sliding_window is not None:
+        prefix_allowed = prefix_allowed & (prefix_pos > positions[:, :, None] - cfg.sliding_window)
+      prefix_allowed = jnp.broadcast_to(prefix_allowed[:, None],
+                                        (batch, groups, chunk, prefix_valid.shape[1]))
+      prefix_allowed = prefix_allowed.reshape(batch, 1, groups * chunk, -1)
+      return _attend_shared(q, prefix_keys, prefix_values, prefix_allowed, all_k[:, :, :view],
+                            all_v[:, :, :view], allowed, cfg.jnp_dtype)
 
     if view_index is None:
       out = attend(all_k.shape[2])
@@ -234,12 +294,12 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid,
-               view_index=None):
+               view_index=None, write_slots=None, prefix=None):
     cfg = self.config
     norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, cfg.jnp_param_dtype, name=name)
     attn_out, keys_cache, values_cache = Attention(cfg, name="self_attn")(
         norm("input_layernorm")(x), positions, keys_cache, values_cache,
-        key_positions, key_valid, view_index)
+        key_positions, key_valid, view_index, write_slots, prefix)
     x = x + attn_out
     x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
     return x, keys_cache, values_cache
@@ -260,14 +320,33 @@ class Transformer(nn.Module):
     if not cfg.tie_word_embeddings:
       self.lm_head = _dense(cfg.vocab_size, cfg, "lm_head")
 
-  def __call__(self, tokens, cache: KVCache | None = None, num_new=None,
+  def __call__(self, tokens, cache: KVCache | SharedPrefixCache | None = None, num_new=None,
                logits: LogitsMode = "all") -> ModelOutput:
     batch, chunk = tokens.shape
     if num_new is None:
       num_new = jnp.full((batch,), chunk, jnp.int32)
     num_new = num_new.astype(jnp.int32)
+    if isinstance(cache, SharedPrefixCache) and not cache.is_shared:  # filling the prompts
+      out = self(tokens, cache.prefix, num_new, logits)
+      return out._replace(cache=cache.replace(prefix=out.cache))
     offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
-    if cache is None:
+    prefix = write_slots = None
+    if isinstance(cache, SharedPrefixCache):
+      # Own slot j of a row holds position prompt length + j.
+      own, prompt_lengths = cache.rows, cache.prefix_lengths
+      positions = (prompt_lengths + own.lengths)[:, None] + offsets
+      write_slots = own.lengths[:, None] + offsets
+      new_lengths = own.lengths + num_new
+      slots = jnp.arange(own.capacity, dtype=jnp.int32)[None, :]
+      key_positions = prompt_lengths[:, None] + slots
+      key_valid = slots < new_lengths[:, None]
+      keys, values = own.keys, own.values
+      views = jnp.asarray(attention_views(own.capacity), jnp.int32)
+      view_index = jnp.minimum(jnp.searchsorted(views, jnp.max(new_lengths)), len(views) - 1)
+      prefix_valid = (jnp.arange(cache.prefix.capacity, dtype=jnp.int32)[None, :]
+                      < cache.prefix.lengths[:, None])
+      prefix = [(k, v, prefix_valid) for k, v in zip(cache.prefix.keys, cache.prefix.values)]
+    elif cache is None:
       positions = jnp.broadcast_to(offsets, (batch, chunk))
       key_positions, key_valid = positions, offsets < num_new[:, None]
       keys, values = (None,) * len(self.layers), (None,) * len(self.layers)
@@ -285,14 +364,18 @@ class Transformer(nn.Module):
 
     x = self.embed_tokens(tokens)
     new_keys, new_values = [], []
-    for layer, k_buf, v_buf in zip(self.layers, keys, values):
-      x, k_buf, v_buf = layer(x, positions, k_buf, v_buf, key_positions, key_valid, view_index)
+    for i, (layer, k_buf, v_buf) in enumerate(zip(self.layers, keys, values)):
+      x, k_buf, v_buf = layer(x, positions, k_buf, v_buf, key_positions, key_valid, view_index,
+                              write_slots, None if prefix is None else prefix[i])
       new_keys.append(k_buf)
       new_values.append(v_buf)
     hidden = self.norm(x)
 
     new_cache = None
-    if cache is not None:
+    if isinstance(cache, SharedPrefixCache):
+      new_cache = cache.replace(rows=KVCache(keys=tuple(new_keys), values=tuple(new_values),
+                                             lengths=cache.rows.lengths + num_new))
+    elif cache is not None:
       new_cache = KVCache(keys=tuple(new_keys), values=tuple(new_values),
                           lengths=cache.lengths + num_new)
     if logits == "none":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ttcjax.models.cache import SharedPrefixCache, map_rows, map_rows2, repeat_rows
 from ttcjax.models.prm import PrmFn, gather_step_scores
 from ttcjax.sampling import Sampler, prefill, row_keys, sample_steps
 from ttcjax.search.base import (ComputeRecord, Frontier, SearchBatch, SearchModels, SearchOutput,
@@ -38,10 +39,6 @@ def _context_sum(start: jax.Array, count: jax.Array) -> jax.Array:
 def _per_problem(values: jax.Array, num_problems: int) -> jax.Array:
   """[R] -> [B] sums over each problem's rows."""
   return values.astype(jnp.float32).reshape(num_problems, -1).sum(axis=1)
-
-
-def _repeat_rows(tree, copies: int):
-  return jax.tree.map(lambda x: jnp.repeat(x, copies, axis=0), tree)
 
 
 def _prm_spent(before, after, num_problems: int) -> tuple[jax.Array, jax.Array]:
@@ -70,12 +67,28 @@ def _scored_step_ends(step_end: jax.Array, first_step: jax.Array, max_steps: int
   return step_end & ((first_step[:, None] + seen - 1 < max_steps - 1) | is_last)
 
 
-def num_prm_slices(rows: int, rows_per_pass: int) -> int:
+def num_prm_slices(rows: int, rows_per_pass: int, rows_per_prompt: int | None = None) -> int:
   """How many slices a PRM pass over `rows` rows runs in: the fewest that divide the
-  rows and hold at most `rows_per_pass` each (0: one pass)."""
+  rows and hold at most `rows_per_pass` each (0: one pass).
+
+  With a shared prompt (`rows_per_prompt`, n rows read each) a slice must take the
+  same rows from every problem, so the count divides n; when even n slices hold more
+  than `rows_per_pass` rows (more problems than that), the pass runs in n slices.
+  """
   if not rows_per_pass or rows <= rows_per_pass:
     return 1
+  if rows_per_prompt is not None:
+    fits = [s for s in range(1, rows_per_prompt + 1)
+            if rows_per_prompt % s == 0 and rows // s <= rows_per_pass]
+    return fits[0] if fits else rows_per_prompt
   return next(s for s in range(-(-rows // rows_per_pass), rows + 1) if rows % s == 0)
+
+
+def rows_per_prompt(cache) -> int | None:
+  """n of the first shared prompt in a cache pytree (None: nothing is shared)."""
+  shared = [x for x in jax.tree.leaves(cache, is_leaf=lambda x: isinstance(x, SharedPrefixCache))
+            if isinstance(x, SharedPrefixCache) and x.is_shared]
+  return shared[0].rows_per_prefix if shared else None
 
 
 def _in_slices(fn, slices: int, tokens, cache, num_new, step_end):
@@ -96,10 +109,10 @@ def _in_slices(fn, slices: int, tokens, cache, num_new, step_end):
 
   def body(i, carry):
     scores, full_cache = carry
-    part_scores, part_cache = fn(take(tokens, i), jax.tree.map(lambda x: take(x, i), full_cache),
+    part_scores, part_cache = fn(take(tokens, i), map_rows(lambda x: take(x, i), full_cache),
                                  take(num_new, i), take(step_end, i))
     return (put(scores, part_scores.astype(scores.dtype), i),
-            jax.tree.map(lambda f, p: put(f, p, i), full_cache, part_cache))
+            map_rows2(lambda f, p: put(f, p, i), full_cache, part_cache))
 
   scores = jnp.zeros(tokens.shape, jnp.float32)
   return jax.lax.fori_loop(0, slices, body, (scores, cache))
@@ -125,7 +138,7 @@ def score_new_tokens(prm_fn: PrmFn, prm_params, tokens: jax.Array, cache, num_ne
   """
   width = tokens.shape[1]
   widths = (width // 2, width) if width >= 2 else (width,)
-  slices = num_prm_slices(tokens.shape[0], rows_per_pass)
+  slices = num_prm_slices(tokens.shape[0], rows_per_pass, rows_per_prompt(cache))
 
   def run(w):
     def score(t, c, n, e):
@@ -180,7 +193,7 @@ def init_frontier(models: SearchModels, batch: SearchBatch, num_rows: int, rng: 
   buffer = 2 * settings.max_solution_tokens  # room for a T-wide write at any offset below T
   return Frontier(
       policy=state.repeat(num_rows).with_keys(keys),
-      prm_cache=_repeat_rows(prm_cache, num_rows),
+      prm_cache=repeat_rows(prm_cache, num_rows),
       tokens=jnp.full((rows, buffer), settings.pad_id, jnp.int32),
       step_end=jnp.zeros((rows, buffer), bool),
       lengths=jnp.zeros((rows,), jnp.int32),
@@ -289,7 +302,7 @@ def fork(frontier: Frontier, parents: jax.Array) -> Frontier:
     return jnp.take_along_axis(grouped, index, axis=1).reshape(x.shape)
 
   moved = frontier.replace(slot_keys=None, compute=None)
-  moved = jax.tree.map(take, moved)
+  moved = map_rows(take, moved)  # a shared prompt stays where it is
   return moved.replace(slot_keys=frontier.slot_keys, compute=frontier.compute)
 
 

@@ -36,6 +36,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from ttcjax.models.cache import repeat_rows
 from ttcjax.models.prm import gather_step_scores
 from ttcjax.sampling import DecodeState, append_tokens, prefill, row_keys, sample_steps
 from ttcjax.sampling import Sampler
@@ -128,7 +129,8 @@ def sequential_revisions(models: SearchModels, batch: SearchBatch, rng: jax.Arra
   num_chains = budget // chain_length
   num_problems, width = batch.prompts.shape
   capacity = revision_cache_capacity(width, settings, chain_length)
-  have = getattr(batch.policy_cache, "capacity", None)
+  cache = batch.policy_cache  # a shared prompt's cache counts its prompt buffer too
+  have = getattr(cache, "total_capacity", getattr(cache, "capacity", None))
   if isinstance(have, int) and have < capacity:
     raise ValueError(f"The policy cache holds {have} slots; chains of {chain_length} attempts "
                      f"need {capacity} (`revision_cache_capacity`).")
@@ -192,7 +194,7 @@ def sequential_revisions(models: SearchModels, batch: SearchBatch, rng: jax.Arra
                        max_step_tokens=settings.max_step_tokens, max_solution_tokens=t,
                        pad_id=settings.pad_id)
     zeros = jnp.zeros((rows,), jnp.int32)
-    prm_rows = fr._repeat_rows(prm_question, num_chains)  # every attempt from the question
+    prm_rows = repeat_rows(prm_question, num_chains)  # every attempt from the question
     scores, prm_after = fr.score_new_tokens(
         models.prm_fn, models.prm_params, out.tokens, prm_rows, out.lengths,
         fr._scored_step_ends(out.step_end, zeros, s), settings.prm_rows_per_pass)

@@ -7,13 +7,16 @@ Per device, for one `SearchRunner.search` call (B problems per call, N rows each
   along its largest dimension the axis divides; vectors replicated);
 * KV caches, policy and PRM: layers x 2 (keys, values) x kv_heads x head_dim x
   capacity x rows x bytes of the compute dtype. Rows are the device's B / data
-  problems times N (the frontier) plus B / data (the batch's empty caches, arguments
-  that stay alive); the data axis splits rows, the model axis does not (caches are
-  replicated over it). Capacities are the runner's: prompt + T + 1, plus L suffix
-  slots per scored step with a PRM adapter (`Strategy.prm_suffixes_per_row`). Step-level
-  searches hold two copies: a fork gathers the caches into new buffers while the old
-  ones are live (XLA's memory analysis of a compiled beam search shows twice the
-  caches; best-of-N, which never forks, once);
+  problems times N (the frontier), plus the batch's empty caches (arguments that stay
+  alive); the data axis splits rows, the model axis does not (caches are replicated
+  over it). Capacities are the runner's: prompt + T + 1, plus L suffix slots per
+  scored step with a PRM adapter (`Strategy.prm_suffixes_per_row`). With shared
+  prompts (`share_prompt_cache`) a row holds capacity - P slots and each problem's
+  prompt sits twice (the empty argument and the filled cache every row reads). At the
+  peak, besides one copy of each: a fork gathers one model's caches at a time into
+  new buffers, so the larger model's frontier caches count twice (lookahead: both, its
+  rollouts run on copies); best-of-N with shared prompts makes the PRM's rows after
+  the policy's died, so only the larger model's count;
 * an allowance for activations and logits: the largest of the search's forward
   passes, one layer at a time (inference keeps no earlier layer's activations):
   attention scores [rows, heads, chunk, capacity] in float32 plus, for a bfloat16
@@ -27,21 +30,19 @@ Per device, for one `SearchRunner.search` call (B problems per call, N rows each
   step-level searches: one step W plus its suffix; lookahead: k steps). Activations are not divided by
   the model axis (GSPMD may split some; the plan does not count on it).
 
-Checked against `jax.jit(...).lower(...).compile().memory_analysis()` on CPU (a
-4-layer model, B = 2, N = 32 and 64, T = 512): a beam search's arguments + temporaries
-come within 2% of the plan in float32 and 8% above it in bfloat16 (XLA:CPU upcasts
-bfloat16 operands of its matrix multiplies to float32; GPUs and TPUs do not);
-best-of-N's stay below the plan (1.2x high in float32, 1.4x in bfloat16: XLA:CPU keeps
-only the float32 scores, where a GPU's softmax kernel writes bfloat16 probabilities
-beside them). With the PRM in row slices (`prm_rows_per_pass`) best-of-N's arguments
-and temporaries fall as planned (N = 32: 456 MiB in one pass, 190 MiB in slices of 16
-rows, 155 MiB in slices of 8; the plan: 602, 266, 209 MiB). Not yet checked on a GPU
-or TPU.
+Checked against `jax.jit(...).lower(...).compile().memory_analysis()` of the real-size
+searches (`experiments/memory_check.py`, float32, where XLA:CPU computes what a device
+would; in bfloat16 it adds float32 copies of the weights): for both MATH-500 pairs,
+best-of-N and beam at N = 16 / 64 / 256, shared prompts, the plan is within 1-8% of
+XLA's arguments + temporaries (docs/math500.md has the table), and a test checks the
+same on a small model. Earlier checks (a 4-layer model, N = 32, T = 512): the PRM in
+row slices (`prm_rows_per_pass`) brings best-of-N's arguments and temporaries down as
+planned (456 MiB in one pass, 190 MiB in slices of 16 rows, 155 MiB in slices of 8;
+the plan: 602, 266, 209 MiB). Not yet checked on a GPU or TPU.
 
-Not counted: XLA's compiled code and scratch, the runtime's own reserve (on GPU JAX
-takes 75% of the memory unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise), and
-transient copies when beam search forks its caches; compare against a usable
-fraction of the device (the launcher's --usable_fraction).
+Not counted: XLA's compiled code and scratch, and the runtime's own reserve (on GPU JAX
+takes 75% of the memory unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise); compare
+against a usable fraction of the device (the launcher's --usable_fraction).
 
 `check_fits(plan, device_bytes)` raises a ValueError naming what dominates and a
 concrete change that fits: fewer problems per batch, more model shards, bfloat16,
@@ -100,12 +101,17 @@ class MemoryPlan:
 
   Attributes:
     policy_params, prm_params: parameter bytes on one device.
-    policy_kv, prm_kv: KV cache bytes on one device (`kv_copies` copies).
+    policy_kv, prm_kv: KV cache bytes on one device, one copy of each.
+    kv_extra: what else is live at the peak: the copy a fork makes of the larger
+      model's caches (lookahead: of both); for best-of-N, minus the smaller model's
+      caches (its policy's are dead before the PRM's pass).
     activations: the allowance for the largest forward pass.
     activation_pass: which pass sets the allowance.
-    kv_copies: 2 for searches that fork their caches, else 1.
+    kv_copies: 2 for searches that fork their caches, else 1 (see `kv_extra`).
     rows_per_device: frontier rows (B / data x N) on one device.
-    policy_capacity, prm_capacity: cache slots per row.
+    policy_capacity, prm_capacity: positions a row reaches (cache slots per row, with
+      a shared prompt the prompt's included).
+    kv_row_bytes: what one more row adds to the caches, both models, fork copies included.
     request: the arguments of `plan_search_memory` that made this plan.
   """
 
@@ -113,12 +119,14 @@ class MemoryPlan:
   prm_params: int
   policy_kv: int
   prm_kv: int
+  kv_extra: int
   activations: int
   activation_pass: str
   kv_copies: int
   rows_per_device: int
   policy_capacity: int
   prm_capacity: int
+  kv_row_bytes: int
   request: dict[str, Any] = dataclasses.field(repr=False, compare=False)
 
   @property
@@ -127,7 +135,7 @@ class MemoryPlan:
 
   @property
   def kv(self) -> int:
-    return self.policy_kv + self.prm_kv
+    return self.policy_kv + self.prm_kv + self.kv_extra
 
   @property
   def total(self) -> int:
@@ -190,7 +198,9 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
                        max_prm_prompt_tokens: int | None = None, prm_suffix_length: int = 0,
                        lookahead_steps: int = 0, data_shards: int = 1,
                        model_shards: int = 1, prm_rows_per_pass: int = 0,
-                       chain_length: int = 1, separator_tokens: int = 3) -> MemoryPlan:
+                       chain_length: int = 1, separator_tokens: int = 3,
+                       share_prompt_cache: bool = False,
+                       prompt_buckets: bool = False) -> MemoryPlan:
   """The per-device memory of one `SearchRunner.search` call.
 
   Args:
@@ -208,6 +218,10 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
     prm_rows_per_pass: the runner's row slicing of PRM passes (0: all rows at once).
     chain_length, separator_tokens: sequential revisions' L and the attempt separator's
       tokens: N / L chain rows, each cache holding its kept attempts.
+    share_prompt_cache: the runner's cache layout: each problem's prompt once
+      (`SharedPrefixCache`; rows hold capacity - P slots) or once per row.
+    prompt_buckets: whether the runner pads prompts to the batch's bucket; the plan
+      takes the widest (the buffer), which a batch of long prompts reaches.
 
   Returns:
     A `MemoryPlan`.
@@ -255,15 +269,41 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
     passes["revision re-read"] = pass_bytes(policy, rows, max_solution_tokens + separator_tokens,
                                             policy_capacity, rows)
   activation_pass = max(passes, key=passes.get)
-  kv_copies = 2 if record.forks else 1  # a fork's new buffers beside the old
-  cache_rows = kv_copies * rows + problems  # the frontier's, and the batch's empty caches
+  # Rows hold what follows the prompt when it is shared; the prompts then sit twice (the
+  # batch's empty buffers, an argument, and the filled ones every row reads), else the
+  # batch's empty B-row caches of full capacity stay alive beside the frontier.
+  policy_row = policy_capacity - (max_prompt_tokens if share_prompt_cache else 0)
+  prm_row = prm_capacity - (prm_prompt if share_prompt_cache else 0)
+  if share_prompt_cache:
+    prompt_rows, policy_prompt, prm_prompt_slots = 2 * problems, max_prompt_tokens, prm_prompt
+  else:
+    prompt_rows, policy_prompt, prm_prompt_slots = problems, policy_capacity, prm_capacity
+  frontier_policy = rows * kv_bytes_per_row(policy, policy_row)
+  frontier_prm = rows * kv_bytes_per_row(backbone, prm_row)
+  policy_kv = frontier_policy + prompt_rows * kv_bytes_per_row(policy, policy_prompt)
+  prm_kv = frontier_prm + prompt_rows * kv_bytes_per_row(backbone, prm_prompt_slots)
+  # What else is live at the peak (XLA's buffer assignment of the compiled searches):
+  # a fork gathers one model's caches at a time into new buffers, so the larger one is
+  # held twice; lookahead's rollouts run on copies of both. Best-of-N samples, then
+  # scores: with shared prompts the PRM's rows start empty and are made when the PRM
+  # pass needs them, after the policy's caches died, so only the larger model's rows
+  # count; dense PRM rows are copies of the prefilled prompt, which XLA may make
+  # before sampling (it does on small models), so both count.
+  if record.forks and not hyper.get("lookahead_steps"):
+    kv_copies, kv_extra = 2, max(frontier_policy, frontier_prm)
+  elif record.forks:
+    kv_copies, kv_extra = 2, frontier_policy + frontier_prm
+  elif record.independent_samples and not record.revises and share_prompt_cache:
+    kv_copies, kv_extra = 1, -min(frontier_policy, frontier_prm)
+  else:
+    kv_copies, kv_extra = 1, 0
   return MemoryPlan(
       policy_params=_param_bytes(init_params, policy, model_shards),
       prm_params=_param_bytes(init_prm_params, prm, model_shards),
-      policy_kv=cache_rows * kv_bytes_per_row(policy, policy_capacity),
-      prm_kv=cache_rows * kv_bytes_per_row(backbone, prm_capacity),
+      policy_kv=policy_kv, prm_kv=prm_kv, kv_extra=kv_extra,
       activations=passes[activation_pass], activation_pass=activation_pass, kv_copies=kv_copies,
       rows_per_device=rows, policy_capacity=policy_capacity, prm_capacity=prm_capacity,
+      kv_row_bytes=(frontier_policy + frontier_prm + kv_extra) // rows,
       request=request)
 
 

@@ -27,11 +27,12 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ttcjax import parallel
-from ttcjax.models.cache import KVCache
+from ttcjax.models.cache import KVCache, SharedPrefixCache
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig
 from ttcjax.models.prm_adapters import PrmAdapter
 from ttcjax.models.tokenizer import Tokenizer, pad_batch, separator_tokens
+from ttcjax.models.transformer import attention_views
 from ttcjax.sampling import Sampler, StepDelimiter, transformer_decode_fn
 from ttcjax.models.prm import transformer_prm_fn
 from ttcjax.search import get_strategy
@@ -39,6 +40,12 @@ from ttcjax.search.base import (SearchBatch, SearchModels, SearchSettings, cache
                                 prm_cache_capacity)
 
 DATA_AXIS = parallel.DATA_AXIS
+
+
+def prompt_buckets(buffer: int) -> tuple[int, ...]:
+  """The widths a batch's prompts may be padded to: the buffer and its halvings down to
+  an eighth, rounded up to multiples of 16 (the same static views attention reads)."""
+  return attention_views(buffer)
 
 
 @dataclasses.dataclass
@@ -104,6 +111,15 @@ class SearchRunner:
       strategies that revise (`Strategy.revises`); it shares the tokenizer.
     attempt_separator: the text between attempts the revision model was trained with
       (its export's "attempt_separator"); required with `revision_policy`.
+    share_prompt_cache: store each problem's prompt once in both models' caches, read
+      by its N rows (`SharedPrefixCache`), instead of once per row; rows then hold only
+      what they generate. Same results up to float rounding (the attention's softmax
+      is summed in two blocks), so it is off where archived results must reproduce
+      bit for bit (the testbed) and on for the real-size configs.
+    prompt_buckets: pad each batch's prompts to the shortest of a few static widths
+      that holds its longest prompt (`prompt_buckets`: the buffer's halvings down to an
+      eighth), not to the buffer, so caches and attention follow the batch's real
+      prompt lengths at one compile per width. Same results up to float rounding.
   """
 
   def __init__(self, policy: tuple[TransformerConfig, dict], prm: tuple[PrmConfig, dict],
@@ -113,7 +129,8 @@ class SearchRunner:
                mesh: Mesh | None = None, prm_adapter: PrmAdapter | None = None,
                max_prm_prompt_tokens: int | None = None, prm_rows_per_pass: int = 0,
                revision_policy: tuple[TransformerConfig, dict] | None = None,
-               attempt_separator: str = ""):
+               attempt_separator: str = "", share_prompt_cache: bool = False,
+               prompt_buckets: bool = False):
     (self.policy_config, policy_params), (self.prm_config, prm_params) = policy, prm
     self.revision_config, revision_params = revision_policy or (None, None)
     separator = ()
@@ -136,6 +153,8 @@ class SearchRunner:
         max_step_tokens=max_step_tokens, max_solution_tokens=max_solution_tokens,
         max_steps=max_steps, max_rounds=max_rounds, prm_rows_per_pass=prm_rows_per_pass,
         attempt_separator=separator).check()
+    self.share_prompt_cache = share_prompt_cache
+    self.prompt_buckets = prompt_buckets
     self.mesh = mesh
     if mesh is not None and DATA_AXIS not in mesh.axis_names:
       raise ValueError(f"The mesh needs a {DATA_AXIS!r} axis, has {mesh.axis_names}.")
@@ -166,27 +185,32 @@ class SearchRunner:
       self._compiled[key] = jax.jit(call)
     return self._compiled[key]
 
-  def prm_capacity(self, strategy: str, hyper: dict | None = None) -> int:
-    """Slots of a row's PRM cache in a search with `strategy` and `hyper`."""
+  def prm_capacity(self, strategy: str, hyper: dict | None = None,
+                   prompt_width: int | None = None) -> int:
+    """Slots of a row's PRM cache in a search with `strategy` and `hyper`, for PRM
+    prompts padded to `prompt_width` (default the buffer's maximum)."""
     if self.prm_adapter is None:
-      return cache_capacity(self.max_prompt_tokens, self.settings)
+      return cache_capacity(prompt_width or self.max_prompt_tokens, self.settings)
     return prm_cache_capacity(
-        self.max_prm_prompt_tokens, self.settings, len(self.prm_adapter.suffix_ids),
+        prompt_width or self.max_prm_prompt_tokens, self.settings,
+        len(self.prm_adapter.suffix_ids),
         get_strategy(strategy).prm_suffixes_per_row(self.settings, hyper or {}))
 
+  def _width(self, lengths: np.ndarray, buffer: int) -> int:
+    """The padded prompt width of a batch: the buffer, or with `prompt_buckets` the
+    shortest of `prompt_buckets(buffer)` that holds its longest prompt."""
+    if not self.prompt_buckets:
+      return buffer
+    longest = int(np.max(lengths))
+    return next(w for w in prompt_buckets(buffer) if w >= longest)
+
   def _batch(self, prompts: Sequence[str], problem_ids: Sequence[int],
-             problem_texts: Sequence[str] | None, prm_capacity: int, strategy: str,
-             hyper: dict) -> SearchBatch:
+             problem_texts: Sequence[str] | None, strategy: str, hyper: dict) -> SearchBatch:
     tokens, lengths = pad_batch(self.tokenizer, prompts, width=self.max_prompt_tokens)
-    rows = len(prompts)
-    record = get_strategy(strategy)
-    batch = SearchBatch(
-        prompts=jnp.asarray(tokens), prompt_lengths=jnp.asarray(lengths),
-        problem_ids=jnp.asarray(problem_ids, jnp.int32),
-        policy_cache=KVCache.init(
-            self.revision_config if record.revises else self.policy_config, rows,
-            record.policy_cache_capacity(self.max_prompt_tokens, self.settings, hyper)),
-        prm_cache=KVCache.init(self.prm_config.backbone, rows, prm_capacity))
+    width = self._width(lengths, self.max_prompt_tokens)
+    tokens = tokens[:, :width]
+    prm_tokens = prm_lengths = None
+    prm_width = width
     if self.prm_adapter is not None:
       try:
         prm_tokens, prm_lengths = self.prm_adapter.prompt_batch(problem_texts,
@@ -194,6 +218,25 @@ class SearchRunner:
       except ValueError as err:
         raise ValueError(f"{err} Raise max_prm_prompt_tokens ({self.max_prm_prompt_tokens}) "
                          "or shorten the problem.") from None
+      prm_width = self._width(prm_lengths, self.max_prm_prompt_tokens)
+      prm_tokens = prm_tokens[:, :prm_width]
+    rows = len(prompts)
+    record = get_strategy(strategy)
+
+    def empty_cache(config, capacity, prompt_width):
+      if self.share_prompt_cache:
+        return SharedPrefixCache.init(config, rows, prompt_width, capacity - prompt_width)
+      return KVCache.init(config, rows, capacity)
+
+    batch = SearchBatch(
+        prompts=jnp.asarray(tokens), prompt_lengths=jnp.asarray(lengths),
+        problem_ids=jnp.asarray(problem_ids, jnp.int32),
+        policy_cache=empty_cache(
+            self.revision_config if record.revises else self.policy_config,
+            record.policy_cache_capacity(width, self.settings, hyper), width),
+        prm_cache=empty_cache(self.prm_config.backbone,
+                              self.prm_capacity(strategy, hyper, prm_width), prm_width))
+    if prm_tokens is not None:
       batch = batch.replace(prm_prompts=jnp.asarray(prm_tokens),
                             prm_prompt_lengths=jnp.asarray(prm_lengths))
     return batch if self.mesh is None else parallel.shard_batch(batch, self.mesh)
@@ -236,8 +279,7 @@ class SearchRunner:
                        "revision_policy (a revision model) and its attempt_separator.")
     sampler.check()
     fn = self._function(strategy, budget, tuple(sorted(hyper.items())))
-    batch = self._batch(prompts, problem_ids, problem_texts, self.prm_capacity(strategy, hyper),
-                        strategy, hyper)
+    batch = self._batch(prompts, problem_ids, problem_texts, strategy, hyper)
     policy_params = self.revision_params if record.revises else self.policy_params
     out = fn(policy_params, self.prm_params, batch, rng, sampler, self.settings)
     out = parallel.to_host(out)
