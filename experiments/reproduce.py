@@ -12,32 +12,37 @@ Runs the search sweep, the difficulty samples and the larger policy's greedy ans
 (each resumable), then the analysis, and writes WORKDIR/report.md, summary.json,
 study.json, the fitted allocations and the figures. See configs/arith/study.py for
 the sizes and ttcjax/study/runner.py for the stages.
+
+On several hosts, start one process per host with the same flags and --distributed
+(and, outside a cluster environment JAX recognises, --coordinator_address,
+--num_processes and --process_id; see experiments/search.py): every stage's search
+spans all hosts' devices, and process 0 alone writes the outputs into WORKDIR, which
+must be on a filesystem all hosts share.
 """
 
 import json
 import os
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from ttcjax import sweep, tasks
+from experiments import distributed
+from ttcjax import parallel, sweep, tasks
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "configs", "arith", "study.py"), "The study config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it holds this study).")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
-                                 "Call jax.distributed.initialize() first (multi-host runs; "
-                                 "WORKDIR on a filesystem all hosts share).")
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   del argv
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+  distributed.run(run)
+
+
+def run():
   bars = {}
 
   def progress(stage, stats):
@@ -58,7 +63,10 @@ def main(argv):
   summary = tasks.task_of(_CONFIG.value).run_study(_CONFIG.value, _WORKDIR.value, progress)
   for bar in bars.values():
     bar.close()
-  print(f"Wrote {os.path.join(_WORKDIR.value, 'report.md')} in {summary['wall_s']:.0f} s.")
+  if parallel.is_writer():
+    print(f"Wrote {os.path.join(_WORKDIR.value, 'report.md')} in {summary['wall_s']:.0f} s.")
+  else:
+    print(f"Process 0 writes {os.path.join(_WORKDIR.value, 'report.md')}.")
   print("efficiency ratio (best-of-N weighted budget / compute-optimal budget):")
   print(json.dumps(summary["efficiency_ratio"], indent=1))
 

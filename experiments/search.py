@@ -16,24 +16,32 @@ a committed archive, e.g. results/arith_sweep_v2, on a machine without its workd
 
 On several devices the problems are sharded over a "data" mesh axis (the testbed: all
 devices by default; MATH-500: the config's `mesh`, unless the flags say otherwise).
-On a TPU pod or a multi-host GPU cluster, start one process per host with
---distributed: it calls jax.distributed.initialize() (which reads the coordinator
-address and process ids from the cluster environment) before building the mesh.
-Every host then gathers the global results and process 0 writes them, so WORKDIR
-must be on a filesystem all hosts share.
+On several hosts, start one process per host with the same flags and --distributed:
+it joins them (`ttcjax.parallel.initialize_distributed`) before building the mesh,
+which then spans every host's devices. In a cluster environment JAX recognises (a
+TPU pod, SLURM, Open MPI, Kubernetes) that is all; elsewhere give each process
+--coordinator_address=HOST:PORT (process 0's host, a free port), --num_processes=N
+and its --process_id (0 .. N-1), e.g. two processes on one CPU machine:
+
+  python -m experiments.search --config configs/arith/sweep.py --workdir runs/two \
+      --distributed --coordinator_address=localhost:12355 --num_processes=2 --process_id=0 &
+  python -m experiments.search --config configs/arith/sweep.py --workdir runs/two \
+      --distributed --coordinator_address=localhost:12355 --num_processes=2 --process_id=1
+
+Every process gathers the global results and process 0 alone writes them, so WORKDIR
+must be on a filesystem all hosts share. When a process dies the others exit with an
+error within --heartbeat_timeout_s; start them all again to resume.
 """
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from experiments import distributed
 from ttcjax import sweep, tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A sweep config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it holds this sweep).")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
-                                 "Call jax.distributed.initialize() first (multi-host runs).")
 _DATA_SHARDS = flags.DEFINE_integer(
     "data_shards", 0, "Devices on the data axis (0: the config's mesh for MATH-500, else all "
     "devices over model_shards).")
@@ -47,8 +55,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+  distributed.run(run)
+
+
+def run():
   config = _CONFIG.value
   task = tasks.task_of(config)
   mesh = task.make_mesh(config, _DATA_SHARDS.value, _MODEL_SHARDS.value)

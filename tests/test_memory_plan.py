@@ -156,7 +156,7 @@ def test_launcher_prints_the_plan_of_a_math500_config():
   assert "beam, N=256: The search needs" in out  # the first setting that does not fit
 
 
-@pytest.mark.parametrize("strategy,shared", [("best_of_n", True), ("beam", True), ("beam", False)])
+@pytest.mark.parametrize("strategy,shared", [("best_of_n", True), ("beam", True)])
 def test_plan_against_xla_on_a_small_config(strategy, shared):
   """The plan's total and its cost per row against XLA's compiled memory (arguments +
   temporaries) of the real search code, compiled for the CPU without allocating."""

@@ -184,7 +184,7 @@ def test_row_slices_divide_the_rows(setups):
     SearchRunner(**kwargs, prm_rows_per_pass=-1)
 
 
-@pytest.mark.parametrize("strategy,hyper", [("best_of_n", {}), ("beam", {"beam_width": 2})])
+@pytest.mark.parametrize("strategy,hyper", [("beam", {"beam_width": 2})])
 def test_shared_prompts_and_prompt_buckets_search_as_the_dense_runner(setups, strategy, hyper):
   """The real-size configs' layout (prompts cached once, padded to the batch's bucket)
   finds what the dense runner finds, through a published PRM's adapter."""

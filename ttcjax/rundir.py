@@ -46,8 +46,12 @@ def check_run_config(workdir: str, config: Mapping[str, Any],
           "Use a new --workdir, or delete the old run to start over; nothing was "
           "overwritten.")
     return
-  with open(path, "w") as f:
+  # Written whole or not at all (a rename): another process of a multi-host run, or a
+  # run after a kill mid-write, never reads half a file.
+  tmp = f"{path}.{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
     json.dump(current, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
 
 
 def drop_partial_line(path: str) -> None:
@@ -222,7 +226,8 @@ def wall_time(workdir: str, running: Invocation | None = None,
                               required=("invocation", "event", "elapsed_s")):
     events.setdefault(line["invocation"], []).append(line)
   if running is not None:
-    events[running.id] = [{"event": "end", "elapsed_s": running.elapsed_s()}]
+    # Rounded as the recorded lines are, so a later reading never comes out smaller.
+    events[running.id] = [{"event": "end", "elapsed_s": round(running.elapsed_s(), 3)}]
   wall_s = lost_s = 0.0
   killed = running_now = 0
   now = time.time()

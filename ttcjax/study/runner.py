@@ -167,8 +167,12 @@ def _run_study(task, config, workdir, progress, clock: rundir.Invocation) -> dic
                 for u in uids if u not in searched]
     uids = [u for u in uids if u in searched]
   _check_enough(uids, config.num_bins, "every")
-  with open(os.path.join(workdir, "skipped.json"), "w") as f:
-    json.dump(skipped, f, indent=1)
+  # Across hosts every process has the records (the stages end once process 0 wrote
+  # them) and analyses them, so each returns the summary; process 0 alone writes.
+  writer = jax.process_index() == 0
+  if writer:
+    with open(os.path.join(workdir, "skipped.json"), "w") as f:
+      json.dump(skipped, f, indent=1)
   records = {name: _stage_records(os.path.join(workdir, name), configs[name], uids)
              for name in stage_stats}
   facts = task.model_facts(config)
@@ -186,11 +190,13 @@ def _run_study(task, config, workdir, progress, clock: rundir.Invocation) -> dic
       seed=config.analysis_seed, revision_pretraining_tokens=facts.revision_pretraining_tokens)
   results["models"] = {"small_params": facts.small_params, "large_params": facts.large_params,
                        **facts.extra}
-  with open(os.path.join(workdir, "study.json"), "w") as f:
-    json.dump(results, f, indent=1)
-  _save_allocations(task.name, results, workdir)
-  logging.info("study: writing study.json, the allocations and the figures")
-  figures = plots.study_figures(results, workdir)
+  figures = []  # drawn by process 0 only
+  if writer:
+    with open(os.path.join(workdir, "study.json"), "w") as f:
+      json.dump(results, f, indent=1)
+    _save_allocations(task.name, results, workdir)
+    logging.info("study: writing study.json, the allocations and the figures")
+    figures = plots.study_figures(results, workdir)
   # Every invocation's time: a resumed study's own timer sees only its last one.
   wall = rundir.wall_time(workdir, running=clock, running_within_s=0.0)
   summary = {
@@ -222,10 +228,11 @@ def _run_study(task, config, workdir, progress, clock: rundir.Invocation) -> dic
       "lost_to_kills_s": wall["lost_to_kills_s"],
       "figures": figures,
   }
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(study_report.render(results, summary))
+  if writer:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=1)
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+      f.write(study_report.render(results, summary))
   return summary
 
 

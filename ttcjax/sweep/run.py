@@ -4,6 +4,7 @@ flushes, so a killed run loses at most the unit under way (see `ttcjax.sweep.pla
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from typing import Any, Callable, Collection, Hashable, Iterable, Sequence
 import jax
 import numpy as np
 
-from ttcjax import compute, rundir
+from ttcjax import compute, parallel, rundir
 from ttcjax.sampling import Sampler
 from ttcjax.sweep.plan import Unit
 from ttcjax.sweep.records import make_records, record_key, recorded_keys, same_answer
@@ -77,7 +78,8 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
     {"units_run", "units_skipped", "records_written", "tokens_generated", "wall_s",
      "samples_run", "samples_left"}.
   """
-  rundir.drop_partial_line(path)
+  if jax.process_index() == 0:  # the writer repairs; the others skip a cut line as it is
+    rundir.drop_partial_line(path)
   done = recorded_keys(path) | set(skip_keys)
   policy_cost = compute.ModelCost.of_policy(runner.policy_config)
   prm_cost = compute.ModelCost.of_prm(runner.prm_config)
@@ -97,7 +99,11 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
   stats["samples_left"] = sum(u.samples(batch_rows(u)) for u, todo in zip(units, todo_of) if todo)
   # Across hosts every process runs every unit (the search is one program over the
   # global mesh) and sees the global results; process 0 alone writes them, so the
-  # workdir must be on a filesystem all hosts share (they all read it to resume).
+  # workdir must be on a filesystem all hosts share (they all read it to resume), and
+  # all must plan the same units, else they would wait on each other's programs.
+  plan = [(u.setting.label, u.budget, u.seed, todo) for u, todo in zip(units, todo_of)]
+  parallel.check_same_on_every_process(
+      hashlib.sha256(repr(plan).encode()).hexdigest(), f"the units left to run in {path}")
   # The file is opened only when a unit is to run: a finished sweep in a read-only
   # workdir resumes (runs nothing) and reports.
   f = None
@@ -139,5 +145,8 @@ def run_sweep(runner: SearchRunner, problems: Sequence[Any], prompts: Sequence[s
         wall_s = time.perf_counter() - start
         progress(dict(stats, units_total=len(units), wall_s=wall_s,
                       eta_s=wall_s / stats["samples_run"] * stats["samples_left"]))
+  # Process 0 wrote every record once the others get past this: a reader of `path`
+  # on any host (the study's analysis) sees them all.
+  parallel.sync_processes("run_sweep: results written")
   stats["wall_s"] = time.perf_counter() - start
   return stats

@@ -209,8 +209,9 @@ def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
   check_memory(setup.runner, units, config.problems_per_batch, config.device_gb)
   # Recorded only now: a run refused above leaves nothing that would refuse its fix.
   rundir.check_run_config(workdir, config.to_dict(), ignore=WIDENABLE_FIELDS)
-  with open(os.path.join(workdir, "skipped.json"), "w") as f:
-    json.dump(setup.skipped, f, indent=1)
+  if parallel.is_writer():  # process 0 of a multi-host run writes the run's files
+    with open(os.path.join(workdir, "skipped.json"), "w") as f:
+      json.dump(setup.skipped, f, indent=1)
   stats = sweep.run_sweep(
       setup.runner, setup.problems, setup.prompts, setup.problem_ids,
       [p.answer for p in setup.problems], units, os.path.join(workdir, "results.jsonl"),
