@@ -23,7 +23,6 @@ the MATH configs' default) or the dense one that repeats the prompt per row.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -129,10 +128,6 @@ def compile_search(policy, prm, suffix_length: int, strategy: str, budget: int, 
   return compiled.memory_analysis(), lowered_s, time.perf_counter() - start - lowered_s
 
 
-def _as(config, dtype):
-  return config.replace(param_dtype=dtype, dtype=dtype)
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -157,9 +152,8 @@ def main(argv):
       request = dict(strategy=strategy, budget=budget, problems_per_batch=problems,
                      prm_suffix_length=suffix_length, share_prompt_cache=_SHARED.value, **caps)
       plan = memory_plan.plan_search_memory(policy, prm, **request)
-      bf16 = memory_plan.plan_search_memory(
-          _as(policy, "bfloat16"), dataclasses.replace(prm, backbone=_as(prm.backbone, "bfloat16")),
-          **request)
+      bf16 = memory_plan.plan_search_memory(memory_plan.bfloat16(policy),
+                                            memory_plan.bfloat16(prm), **request)
       xla = analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
       row = dict(strategy=strategy, budget=budget, problems=problems, dtype=dtype,
                  shared=_SHARED.value, xla_argument_bytes=int(analysis.argument_size_in_bytes),

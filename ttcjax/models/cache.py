@@ -197,31 +197,22 @@ def _is_shared(x) -> bool:
   return isinstance(x, SharedPrefixCache)
 
 
-def map_rows(fn: Callable[[jax.Array], jax.Array], tree: Any) -> Any:
-  """`fn` over every leaf of `tree` whose first dimension is rows.
+def map_rows(fn: Callable[..., jax.Array], tree: Any, *others: Any) -> Any:
+  """`fn` over every leaf of `tree` (and the matching leaves of `others`, trees of the
+  same structure) whose first dimension is rows.
 
-  A shared cache's prompt (one per problem, not per row) is left as it is, so `fn`
-  must keep every row with its own problem: a fork within each problem's rows, or a
-  strided slice that takes the same number of rows from every problem.
+  A shared cache's prompt (one per problem, not per row) is left as it is (taken from
+  `tree`), so `fn` must keep every row with its own problem: a fork within each
+  problem's rows, or a strided slice that takes the same number of rows from every
+  problem.
   """
-  def apply(x):
+  def apply(x, *ys):
     if _is_shared(x) and x.rows is not None:
-      return x.replace(rows=jax.tree.map(fn, x.rows))
+      return x.replace(rows=jax.tree.map(fn, x.rows, *(y.rows for y in ys)))
     if _is_shared(x):
-      return x.replace(prefix=jax.tree.map(fn, x.prefix))
-    return fn(x)
-  return jax.tree.map(apply, tree, is_leaf=_is_shared)
-
-
-def map_rows2(fn: Callable[[jax.Array, jax.Array], jax.Array], tree: Any, other: Any) -> Any:
-  """`map_rows` over two trees of one structure (the prompt taken from `tree`)."""
-  def apply(x, y):
-    if _is_shared(x) and x.rows is not None:
-      return x.replace(rows=jax.tree.map(fn, x.rows, y.rows))
-    if _is_shared(x):
-      return x.replace(prefix=jax.tree.map(fn, x.prefix, y.prefix))
-    return fn(x, y)
-  return jax.tree.map(apply, tree, other, is_leaf=_is_shared)
+      return x.replace(prefix=jax.tree.map(fn, x.prefix, *(y.prefix for y in ys)))
+    return fn(x, *ys)
+  return jax.tree.map(apply, tree, *others, is_leaf=_is_shared)
 
 
 def repeat_rows(tree: Any, copies: int) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ttcjax.models.cache import SharedPrefixCache, map_rows, map_rows2, repeat_rows
+from ttcjax.models.cache import SharedPrefixCache, map_rows, repeat_rows
 from ttcjax.models.prm import PrmFn, gather_step_scores
 from ttcjax.sampling import Sampler, prefill, row_keys, sample_steps
 from ttcjax.search.base import (ComputeRecord, Frontier, SearchBatch, SearchModels, SearchOutput,
@@ -112,7 +112,7 @@ def _in_slices(fn, slices: int, tokens, cache, num_new, step_end):
     part_scores, part_cache = fn(take(tokens, i), map_rows(lambda x: take(x, i), full_cache),
                                  take(num_new, i), take(step_end, i))
     return (put(scores, part_scores.astype(scores.dtype), i),
-            map_rows2(lambda f, p: put(f, p, i), full_cache, part_cache))
+            map_rows(lambda f, p: put(f, p, i), full_cache, part_cache))
 
   scores = jnp.zeros(tokens.shape, jnp.float32)
   return jax.lax.fori_loop(0, slices, body, (scores, cache))

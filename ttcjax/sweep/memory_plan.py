@@ -312,9 +312,10 @@ def replan(plan: MemoryPlan, **changes) -> MemoryPlan:
   return plan_search_memory(**{**plan.request, **changes})
 
 
-def _bfloat16(config):
+def bfloat16(config):
+  """The same model (a `TransformerConfig` or `PrmConfig`) in bfloat16 weights and caches."""
   if isinstance(config, PrmConfig):
-    return dataclasses.replace(config, backbone=_bfloat16(config.backbone))
+    return dataclasses.replace(config, backbone=bfloat16(config.backbone))
   return config.replace(param_dtype="bfloat16", dtype="bfloat16")
 
 
@@ -333,7 +334,7 @@ def check_fits(plan: MemoryPlan, device_bytes: int) -> MemoryPlan:
   suggestions = []
   if "float32" in (r["policy"].param_dtype, r["policy"].dtype, r["prm"].backbone.param_dtype,
                    r["prm"].backbone.dtype):
-    bf16 = replan(plan, policy=_bfloat16(r["policy"]), prm=_bfloat16(r["prm"]))
+    bf16 = replan(plan, policy=bfloat16(r["policy"]), prm=bfloat16(r["prm"]))
     suggestions.append(f"bfloat16 weights and caches (param_dtype/dtype 'bfloat16') need "
                        f"{gib(bf16.total)}" + (" and fit" if bf16.total <= device_bytes else ""))
   global_rows = plan.rows_per_device * r["data_shards"]
@@ -395,6 +396,6 @@ def max_problems_per_batch(plan: MemoryPlan, device_bytes: int, limit: int = 409
   return low * step
 
 
-__all__ = ["GIB", "USABLE_FRACTION", "MemoryPlan", "PUBLISHED_PRMS", "check_fits", "kv_bytes_per_row",
-           "max_problems_per_batch", "pass_bytes", "plan_search_memory", "published_prm",
+__all__ = ["GIB", "USABLE_FRACTION", "MemoryPlan", "PUBLISHED_PRMS", "bfloat16", "check_fits",
+           "kv_bytes_per_row", "max_problems_per_batch", "pass_bytes", "plan_search_memory", "published_prm",
            "replan"]
