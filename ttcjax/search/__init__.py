@@ -13,8 +13,8 @@ static). Shape letters: `ttcjax.search.base`.
 from ttcjax.models.prm import PrmFn, transformer_prm_fn
 from ttcjax.search import beam, best_of_n as _best_of_n, dvts as _dvts, rebase as _rebase
 from ttcjax.search import revisions as _revisions
-from ttcjax.search.base import (ComputeRecord, SearchBatch, SearchModels, SearchOutput,
-                                SearchSettings, cache_capacity)
+from ttcjax.search.base import (ComputeRecord, RoundTrace, SearchBatch, SearchModels,
+                                SearchOutput, SearchSettings, cache_capacity)
 from ttcjax.search.beam import beam_search, lookahead_search
 from ttcjax.search.best_of_n import best_of_n
 from ttcjax.search.dvts import dvts
@@ -35,7 +35,7 @@ def get_strategy(name: str) -> Strategy:
 
 
 __all__ = [
-    "ComputeRecord", "PrmFn", "STRATEGIES", "SearchBatch", "SearchModels", "SearchOutput",
+    "ComputeRecord", "PrmFn", "RoundTrace", "STRATEGIES", "SearchBatch", "SearchModels", "SearchOutput",
     "SearchSettings", "Strategy", "beam_search", "best_of_n", "cache_capacity", "dvts",
     "get_strategy", "lookahead_search", "rebase", "sequential_revisions", "transformer_prm_fn",
 ]

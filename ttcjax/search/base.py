@@ -83,6 +83,9 @@ class SearchSettings:
       attention scores at once) at the price of a sequential loop.
     attempt_separator: the tokens between attempts in a revision model's context
       (`ttcjax.search.revisions`); empty: no strategy may revise.
+    trace_rounds: step-level searches also return a `RoundTrace` of every round
+      (pruned rows included), for looking at one search; it holds [max_rounds, R, T]
+      tokens, so leave it off in sweeps.
   """
 
   eos_id: int = flax.struct.field(pytree_node=False)
@@ -94,6 +97,7 @@ class SearchSettings:
   max_rounds: int = flax.struct.field(pytree_node=False, default=40)
   prm_rows_per_pass: int = flax.struct.field(pytree_node=False, default=0)
   attempt_separator: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())
+  trace_rounds: bool = flax.struct.field(pytree_node=False, default=False)
 
   def check(self) -> "SearchSettings":
     for name in ("max_step_tokens", "max_solution_tokens", "max_steps", "max_rounds"):
@@ -137,6 +141,47 @@ class ComputeRecord:
 
 
 @flax.struct.dataclass
+class RoundTrace:
+  """What a step-level search did in each round, pruned rows included (Q = max_rounds
+  rounds, R = B * N rows; rounds past `rounds` are zeros).
+
+  In round q every open row samples one step (`grew`), the strategy values the rows
+  and gives each open row `children`, and slot r continues row `parents[q, r]` of its
+  problem in round q + 1. So the node (q, r) grew from the node (q - 1, parents[q - 1,
+  r]), and its step is `tokens[q, r]` from that node's length to `lengths[q, r]`.
+
+  Attributes:
+    rounds: [] int32, the rounds run.
+    grew: [Q, R] bool, the row was open at the round's start (it sampled a step).
+    tokens: [Q, R, T] the row's solution after the round's step.
+    lengths: [Q, R] its length then.
+    values: [Q, R] what the selection ranked (the new step's PRM score, or its
+      lookahead value).
+    finished: [Q, R] bool, the row's solution had ended after the step.
+    children: [Q, R] int32, the slots the row fills in the next round (0: pruned,
+      or finished).
+    parents: [Q, R] int32, the row (index within its problem) each slot continues.
+  """
+
+  rounds: jax.Array
+  grew: jax.Array
+  tokens: jax.Array
+  lengths: jax.Array
+  values: jax.Array
+  finished: jax.Array
+  children: jax.Array
+  parents: jax.Array
+
+  @classmethod
+  def zeros(cls, max_rounds: int, num_rows: int, max_tokens: int) -> "RoundTrace":
+    per_row = lambda dtype: jnp.zeros((max_rounds, num_rows), dtype)
+    return cls(rounds=jnp.int32(0), grew=per_row(bool),
+               tokens=jnp.zeros((max_rounds, num_rows, max_tokens), jnp.int32),
+               lengths=per_row(jnp.int32), values=per_row(jnp.float32), finished=per_row(bool),
+               children=per_row(jnp.int32), parents=per_row(jnp.int32))
+
+
+@flax.struct.dataclass
 class SearchOutput:
   """N candidate solutions per problem with their step scores.
 
@@ -152,6 +197,7 @@ class SearchOutput:
     chain: [B, N] int32, the chain a candidate belongs to (sequential revisions: its
       chain of attempts; every other strategy: the candidate itself, n).
     position: [B, N] int32, its attempt within the chain (0 for every other strategy).
+    trace: a step-level search's `RoundTrace` when `SearchSettings.trace_rounds`, else None.
   """
 
   tokens: jax.Array
@@ -163,6 +209,7 @@ class SearchOutput:
   compute: ComputeRecord
   chain: jax.Array | None = None
   position: jax.Array | None = None
+  trace: RoundTrace | None = None
 
 
 @flax.struct.dataclass

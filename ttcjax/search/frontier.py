@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from ttcjax.models.cache import SharedPrefixCache, map_rows, repeat_rows
 from ttcjax.models.prm import PrmFn, gather_step_scores
 from ttcjax.sampling import Sampler, prefill, row_keys, sample_steps
-from ttcjax.search.base import (ComputeRecord, Frontier, SearchBatch, SearchModels, SearchOutput,
-                                SearchSettings, cache_capacity, prm_cache_lengths)
+from ttcjax.search.base import (ComputeRecord, Frontier, RoundTrace, SearchBatch, SearchModels,
+                                SearchOutput, SearchSettings, cache_capacity, prm_cache_lengths)
 from ttcjax.search.counts import ChildCountFn, assign_parents
 
 
@@ -308,7 +308,7 @@ def fork(frontier: Frontier, parents: jax.Array) -> Frontier:
 
 def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
                models: SearchModels, sampler: Sampler, settings: SearchSettings,
-               lookahead_steps: int = 0) -> Frontier:
+               lookahead_steps: int = 0) -> tuple[Frontier, RoundTrace | None]:
   """Grows the frontier round by round until every row is finished or the round cap.
 
   Args:
@@ -316,6 +316,9 @@ def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
     child_counts: the strategy's rule, applied to groups of `group_size` rows.
     group_size: U, dividing N.
     lookahead_steps: k > 0 values each new step by a greedy k-step rollout.
+
+  Returns:
+    (the final frontier, its `RoundTrace` when `settings.trace_rounds`, else None).
   """
   num_problems = frontier.compute.policy_generated.shape[0]
   per_problem = frontier.num_rows // num_problems
@@ -323,11 +326,12 @@ def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
     raise ValueError(f"group_size {group_size} must divide the {per_problem} rows per problem.")
 
   def cond(carry):
-    round_index, fr = carry
+    round_index, fr, _ = carry
     return (round_index < settings.max_rounds) & ~jnp.all(fr.finished)
 
   def body(carry):
-    round_index, fr = carry
+    round_index, fr, trace = carry
+    grew = ~fr.finished
     fr, values = expand(fr, models, sampler, settings, round_index)
     if lookahead_steps > 0:
       values, spent = lookahead_values(fr, values, models, settings, lookahead_steps)
@@ -343,10 +347,22 @@ def run_rounds(frontier: Frontier, child_counts: ChildCountFn, group_size: int,
     group_offsets = (jnp.arange(parents.shape[0]) % (fr.num_rows // num_problems // group_size)
                      ) * group_size
     parents = (parents + group_offsets[:, None]).reshape(num_problems, -1)
-    return round_index + 1, fork(fr, parents)
+    if trace is not None:
+      at = lambda buffer, row: buffer.at[round_index].set(row)
+      trace = trace.replace(
+          rounds=round_index + 1, grew=at(trace.grew, grew),
+          tokens=at(trace.tokens, fr.tokens[:, :trace.tokens.shape[2]]),
+          lengths=at(trace.lengths, fr.lengths), values=at(trace.values, values),
+          finished=at(trace.finished, fr.finished),
+          children=at(trace.children, counts.reshape(-1)),
+          parents=at(trace.parents, parents.reshape(-1)))
+    return round_index + 1, fork(fr, parents), trace
 
-  _, frontier = jax.lax.while_loop(cond, body, (jnp.int32(0), frontier))
-  return frontier
+  trace = None
+  if settings.trace_rounds:
+    trace = RoundTrace.zeros(settings.max_rounds, frontier.num_rows, settings.max_solution_tokens)
+  _, frontier, trace = jax.lax.while_loop(cond, body, (jnp.int32(0), frontier, trace))
+  return frontier, trace
 
 
 def step_search(models: SearchModels, batch: SearchBatch, rng: jax.Array, sampler: Sampler,
@@ -361,9 +377,9 @@ def step_search(models: SearchModels, batch: SearchBatch, rng: jax.Array, sample
     child_counts, group_size, lookahead_steps: see `run_rounds`.
   """
   frontier = init_frontier(models, batch, budget, rng, settings)
-  frontier = run_rounds(frontier, child_counts, group_size, models, sampler, settings,
-                        lookahead_steps=lookahead_steps)
-  return finish(frontier, batch.num_problems, settings)
+  frontier, trace = run_rounds(frontier, child_counts, group_size, models, sampler, settings,
+                               lookahead_steps=lookahead_steps)
+  return finish(frontier, batch.num_problems, settings).replace(trace=trace)
 
 
 def finish(frontier: Frontier, num_problems: int, settings: SearchSettings) -> SearchOutput:

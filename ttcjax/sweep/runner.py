@@ -36,8 +36,8 @@ from ttcjax.models.transformer import attention_views
 from ttcjax.sampling import Sampler, StepDelimiter, transformer_decode_fn
 from ttcjax.models.prm import transformer_prm_fn
 from ttcjax.search import get_strategy
-from ttcjax.search.base import (SearchBatch, SearchModels, SearchSettings, cache_capacity,
-                                prm_cache_capacity)
+from ttcjax.search.base import (RoundTrace, SearchBatch, SearchModels, SearchSettings,
+                                cache_capacity, prm_cache_capacity)
 
 DATA_AXIS = parallel.DATA_AXIS
 
@@ -64,6 +64,8 @@ class SearchResult:
     step_end: [B, N, T] bool, the last token of each step.
     chain: [B, N] int32, each candidate's chain (sequential revisions; else n).
     position: [B, N] int32, its attempt within the chain (else 0).
+    trace: the search's `RoundTrace` on the host (`search(..., trace=True)` with a
+      step-level strategy), rows b * N + n; else None.
   """
 
   texts: list[list[str]]
@@ -77,14 +79,19 @@ class SearchResult:
   step_end: np.ndarray | None = None
   chain: np.ndarray | None = None
   position: np.ndarray | None = None
+  trace: RoundTrace | None = None
 
   def take(self, count: int) -> "SearchResult":
     """The first `count` problems (drops a padded batch's filler)."""
     first = lambda x: None if x is None else x[:count]
+    trace = self.trace
+    if trace is not None:  # rows b * N + n: the first count * N
+      rows = count * self.finished.shape[1]
+      trace = jax.tree.map(lambda x: x if x.ndim == 0 else x[:, :rows], trace)
     return SearchResult(self.texts[:count], self.answers[:count], self.step_scores[:count],
                         self.step_mask[:count], self.finished[:count], self.lengths[:count],
                         {k: v[:count] for k, v in self.compute.items()}, first(self.tokens),
-                        first(self.step_end), first(self.chain), first(self.position))
+                        first(self.step_end), first(self.chain), first(self.position), trace)
 
 
 class SearchRunner:
@@ -243,7 +250,8 @@ class SearchRunner:
 
   def search(self, strategy: str, prompts: Sequence[str], problem_ids: Sequence[int], *,
              budget: int, rng: jax.Array, sampler: Sampler = Sampler(),
-             problem_texts: Sequence[str] | None = None, **hyper) -> SearchResult:
+             problem_texts: Sequence[str] | None = None, trace: bool = False,
+             **hyper) -> SearchResult:
     """Runs `strategy` on the prompts (one compile per strategy, budget, hyperparameters
     and batch size; pad the last batch to reuse it).
 
@@ -257,6 +265,8 @@ class SearchRunner:
       problem_texts: B problems as the PRM adapter's prompt states them (the policy's
         `prompts` may wrap them in its own chat template); required with a
         `prm_adapter`, unused without one.
+      trace: also return the search's `RoundTrace` (step-level strategies; a separate
+        compile, and [max_rounds, B * N, T] tokens more on the device).
       **hyper: the strategy's hyperparameters (beam_width, lookahead_steps, temperature).
     """
     if not prompts:
@@ -281,7 +291,8 @@ class SearchRunner:
     fn = self._function(strategy, budget, tuple(sorted(hyper.items())))
     batch = self._batch(prompts, problem_ids, problem_texts, strategy, hyper)
     policy_params = self.revision_params if record.revises else self.policy_params
-    out = fn(policy_params, self.prm_params, batch, rng, sampler, self.settings)
+    settings = self.settings.replace(trace_rounds=True) if trace else self.settings
+    out = fn(policy_params, self.prm_params, batch, rng, sampler, settings)
     out = parallel.to_host(out)
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     texts = [[self.tokenizer.decode(tokens[p, n, :lengths[p, n]]) for n in range(tokens.shape[1])]
@@ -293,7 +304,8 @@ class SearchRunner:
         compute={f.name: np.asarray(getattr(out.compute, f.name))
                  for f in dataclasses.fields(out.compute)},
         tokens=tokens, step_end=np.asarray(out.step_end), chain=np.asarray(out.chain),
-        position=np.asarray(out.position))
+        position=np.asarray(out.position),
+        trace=None if out.trace is None else jax.tree.map(np.asarray, out.trace))
 
   def candidate_steps(self, result: SearchResult) -> list[list[list[str]]]:
     """B lists of N lists of step texts, each step's tokens decoded (delimiters and a

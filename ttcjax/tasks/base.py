@@ -31,6 +31,9 @@ class Task:
     model_costs: a sweep's config (a dict, e.g. its recorded `run_config.json`) -> (the
       policy's, the PRM's) `ModelCost`, read from the checkpoints' configs.
     study: how the study runs its stages (`ttcjax.study.runner.StudyTask`).
+    search_problem: (recorded sweep config, problem uid, StrategySetting, budget, seed)
+      -> `ttcjax.sweep.view.ProblemSearch`: one problem searched again as that sweep
+      unit searched it, traced (`experiments.view_tree`).
   """
 
   name: str
@@ -38,6 +41,7 @@ class Task:
   make_mesh: Callable[[ml_collections.ConfigDict, int, int], Mesh | None]
   model_costs: Callable[[Mapping[str, Any]], tuple[ModelCost, ModelCost]]
   study: StudyTask
+  search_problem: Callable[..., Any]
 
   def run_study(self, config: ml_collections.ConfigDict, workdir: str,
                 progress: Callable[[str, dict], None] | None = None) -> dict:

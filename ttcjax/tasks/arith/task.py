@@ -13,7 +13,7 @@ fitted allocation to new problems.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -25,7 +25,7 @@ from ttcjax.sampling import Sampler
 from ttcjax.study import allocation, runner as study_runner
 from ttcjax.study.outcomes import BEST_OF_N, MAJORITY
 from ttcjax.study.runner import STAGES
-from ttcjax.sweep import archive, report, select
+from ttcjax.sweep import archive, report, select, view
 from ttcjax.tasks.arith import arithmetic, testbed
 from ttcjax.tasks.base import Task
 
@@ -102,6 +102,42 @@ def run_search_sweep(config, workdir: str, mesh=None, stop_after_units: int | No
   return stats
 
 
+def search_problem(config: Mapping[str, Any], uid: str, setting: sweep.StrategySetting,
+                   budget: int, seed: int) -> view.ProblemSearch:
+  """One test problem searched again as the sweep of `config` (its recorded
+  `run_config.json`) searched it in unit (setting, budget, seed), traced.
+
+  Raises:
+    ValueError: the problem is not in the sweep, or its checkpoints changed since.
+  """
+  problems = testbed.evaluation_problems(config["problems_per_level"])
+  by_uid = {p.uid: p for p in problems}
+  if uid not in by_uid:
+    raise ValueError(f"Problem {uid!r} is not among this sweep's {len(problems)} test problems "
+                     f"(uids look like {problems[0].uid!r}).")
+  _check_same_weights(config)
+  problem = by_uid[uid]
+  runner = testbed.search_runner(config["policy_dir"], config["prm_dir"], dict(config["caps"]),
+                                 revision_dir=config.get("revision_dir") or None)
+  sampler = Sampler(temperature=config["temperature"], top_p=config["top_p"]).check()
+  return view.search_problem(
+      runner, setting, budget, seed, sampler, uid=uid, prompt=problem.prompt,
+      problem_id=testbed.problem_id(problem),
+      correct_answer=arithmetic.canonical_answer(problem.answer), judge=sweep.same_answer)
+
+
+def _check_same_weights(config: Mapping[str, Any]) -> None:
+  """ValueError when a recorded sweep's checkpoints no longer hold the weights it ran."""
+  recorded = config.get("weights") or {}
+  dirs = {"policy": config["policy_dir"], "prm": config["prm_dir"],
+          "revision": config.get("revision_dir")}
+  for role, fingerprint in recorded.items():
+    if dirs.get(role) and export.weights_fingerprint(dirs[role]) != fingerprint:
+      raise ValueError(f"The {role} checkpoint {dirs[role]} holds other weights than this sweep "
+                       "ran with (it was retrained since): a search now would not be the "
+                       "recorded one.")
+
+
 # ---------------------------------------------------------------------------- study
 
 
@@ -172,7 +208,8 @@ TASK = Task(
     study=study_runner.StudyTask(
         name=NAME, title="the arithmetic testbed",
         num_problems=lambda config: 10 * config.problems_per_level,
-        stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts))
+        stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts),
+    search_problem=search_problem)
 
 
 def _selected_answers(result, selection: str) -> list:

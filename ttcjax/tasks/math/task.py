@@ -29,13 +29,13 @@ import json
 import logging
 import os
 import zlib
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable, Mapping
 
 import jax
 import ml_collections
 
 from ttcjax import compute, parallel, rundir, sweep
-from ttcjax.sweep import memory_plan
+from ttcjax.sweep import memory_plan, view
 from ttcjax.models.hf_import import (load_hf_checkpoint, load_hf_config, load_hf_prm_config,
                                      load_hf_tokenizer)
 from ttcjax.models.prm_adapters import load_adapted_prm, load_prm_adapter
@@ -222,6 +222,32 @@ def run_search_sweep(config: ml_collections.ConfigDict, workdir: str, mesh=None,
               skipped=setup.skipped)
 
 
+def search_problem(config: Mapping[str, Any], uid: str, setting: sweep.StrategySetting,
+                   budget: int, seed: int) -> view.ProblemSearch:
+  """One MATH problem searched again as the sweep of `config` (its recorded
+  `run_config.json`) searched it in unit (setting, budget, seed), traced.
+
+  Raises:
+    ValueError: the problem is not among the sweep's usable problems.
+  """
+  config = ml_collections.ConfigDict({k: v for k, v in dict(config).items()
+                                      if k not in STUDY_FIELDS})
+  setup = build_search(config, config_mesh(config))
+  index = next((i for i, p in enumerate(setup.problems) if p.uid == uid), None)
+  if index is None:
+    skipped = {s["uid"]: s["reason"] for s in setup.skipped}
+    why = (f"it was skipped: {skipped[uid]}" if uid in skipped else
+           f"uids look like {setup.problems[0].uid!r}")
+    raise ValueError(f"Problem {uid!r} is not among this sweep's {len(setup.problems)} "
+                     f"problems ({why}).")
+  problem = setup.problems[index]
+  sampler = Sampler(temperature=config.temperature, top_p=config.top_p).check()
+  return view.search_problem(
+      setup.runner, setting, budget, seed, sampler, uid=uid, prompt=setup.prompts[index],
+      problem_id=problem_id(problem), correct_answer=problem.answer,
+      judge=setup.answers.judge, problem_text=problem.problem)
+
+
 def device_bytes(device_gb: float) -> int | None:
   """Usable bytes per device: `memory_plan.USABLE_FRACTION` of `device_gb` GiB when set,
   else of what the accelerator reports (its allocator's limit); None on a CPU, which
@@ -334,4 +360,5 @@ TASK = Task(
     study=study_runner.StudyTask(
         name=NAME, title="MATH-500 with open models",
         num_problems=lambda config: config.num_problems or 500,
-        stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts))
+        stage_configs=stage_configs, run_stage=_run_stage, model_facts=_model_facts),
+    search_problem=search_problem)
