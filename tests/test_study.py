@@ -178,3 +178,10 @@ def test_analyse_refuses_results_without_best_of_n():
   with pytest.raises(ValueError, match=r"no runs of \['best_of_n'\]"):
     study.analyse(beam_only, difficulty_runs, difficulty_runs, [2], COST, COST, 2.0, 1e6, [1.0],
                   num_bins=5)
+
+
+def test_a_panel_showing_another_panels_numbers_says_so():
+  from ttcjax.study import plots
+  shown = {"oracle bins": [(1, 0.5), (2, 0.6)]}
+  assert plots._same_as([(1, 0.5), (2, 0.6)], shown) == " (same as oracle bins)"
+  assert plots._same_as([(1, 0.5), (2, 0.7)], shown) == ""

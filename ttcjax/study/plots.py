@@ -1,7 +1,9 @@
 """The study's figures, styled after the paper's: matplotlib PNGs from `study.analyse`.
 
 Budgets are the generation budget on a log2 axis; bins run from 1 (easiest) to Y
-(hardest), as the paper numbers them.
+(hardest), as the paper numbers them. Legends sit below their panels (they never
+cover a curve), shaded intervals are named in them, and a panel that shows the same
+numbers as another says so in its title.
 """
 
 from __future__ import annotations
@@ -16,6 +18,26 @@ from matplotlib.figure import Figure
 from ttcjax.study.optimal import ratio_text
 
 PAPER_BUDGETS = (4, 16, 64, 256)
+LEGEND_SIZE = 9
+INTERVAL = "95% interval over CV splits"  # of held-out accuracy over cross-validation splits
+
+
+def _legend_below(ax, ncol: int = 2) -> None:
+  ax.legend(fontsize=LEGEND_SIZE, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=ncol,
+            frameon=False)
+
+
+def _save(fig, path: str) -> None:
+  # bbox "tight" takes in the legends below the axes.
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def _same_as(value, earlier: dict) -> str:
+  """' (same as NAME)' when `value` equals an earlier panel's, else ''."""
+  for name, other in earlier.items():
+    if other == value:
+      return f" (same as {name})"
+  return ""
 
 
 def _log2_axis(ax, budgets):
@@ -37,9 +59,8 @@ def accuracy_vs_budget(results: dict, path: str) -> None:
   ax.set_ylabel("accuracy")
   ax.set_title(f"Search strategies ({results['selection']} selection, "
                f"{results['questions']} questions)")
-  ax.legend(fontsize=7, ncol=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  _legend_below(ax, ncol=3)
+  _save(fig, path)
 
 
 def shown_budgets(budgets) -> list[int]:
@@ -55,20 +76,25 @@ def bins_bars(results: dict, path: str, kind: str = "oracle") -> None:
   k = results["num_bins"]
   fig = Figure(figsize=(3.6 * len(budgets), 3.6))
   axes = fig.subplots(1, len(budgets), sharey=True, squeeze=False)
+  shown = {}
   for ax, budget in zip(axes[0], budgets):
     strategies = sorted(s for s in per_bin if budget in per_bin[s])
+    panel = {s: list(per_bin[s][budget]) for s in strategies}
     width = 0.8 / max(1, len(strategies))
     for i, s in enumerate(strategies):
       ax.bar(np.arange(k) + i * width - 0.4 + width / 2, per_bin[s][budget], width, label=s)
     ax.set_xticks(np.arange(k))
     ax.set_xticklabels([str(b + 1) for b in range(k)])
     ax.set_xlabel(f"{kind} difficulty bin")
-    ax.set_title(f"budget {budget}")
+    ax.set_title(f"budget {budget}{_same_as(panel, shown)}")
+    shown[f"budget {budget}"] = panel
     ax.grid(axis="y", alpha=0.3)
   axes[0][0].set_ylabel("accuracy")
-  axes[0][-1].legend(fontsize=6)
+  handles, labels = axes[0][-1].get_legend_handles_labels()
+  fig.legend(handles, labels, fontsize=LEGEND_SIZE, loc="upper center", frameon=False,
+             bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 5))
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  _save(fig, path)
 
 
 def compute_optimal_curves(results: dict, path: str) -> None:
@@ -78,6 +104,7 @@ def compute_optimal_curves(results: dict, path: str) -> None:
   fig = Figure(figsize=(6 * len(kinds), 4.2))
   axes = fig.subplots(1, len(kinds), sharey=True, squeeze=False)
   curves = results["curves"]
+  shown = {}
   for ax, kind in zip(axes[0], kinds):
     for strategy, style in (("best_of_n", "-"), ("majority", "--"), ("beam_m4", ":")):
       if strategy in curves:
@@ -88,22 +115,26 @@ def compute_optimal_curves(results: dict, path: str) -> None:
     ax.plot(b, [p["accuracy"] for p in points], "-", color="black", marker="s", ms=4,
             label="compute-optimal (held out)")
     ax.fill_between(b, [p["low"] for p in points], [p["high"] for p in points], color="black",
-                    alpha=0.12)
+                    alpha=0.12, label=f"compute-optimal, {INTERVAL}")
     alloc = results["allocation"][kind]
     if alloc:
       ax.plot([a["cost"] for a in alloc], [a["accuracy"] for a in alloc], "-", color="tab:red",
               marker="^", ms=4, label="budget-allocating solver (held out, mean budget)")
+    # The efficiency ratios in a row along the top edge, clear of the curves.
     for p in points:
       r = results["efficiency_ratio"][kind][p["budget"]]
-      text = ratio_text(r["ratio"], r["bound"])
-      ax.annotate(text, (p["budget"], p["accuracy"]), textcoords="offset points",
-                  xytext=(0, 7), ha="center", fontsize=7)
+      ax.annotate(ratio_text(r["ratio"], r["bound"]), (p["budget"], 1.0),
+                  xycoords=("data", "axes fraction"), textcoords="offset points",
+                  xytext=(0, 3), ha="center", va="bottom", fontsize=8)
     _log2_axis(ax, results["budgets"])
-    ax.set_title(f"{kind} bins: compute-optimal vs best-of-N weighted")
-    ax.legend(fontsize=7, loc="lower right")
+    panel = [(p["budget"], p["accuracy"]) for p in points]
+    ax.set_title(f"{kind} bins: compute-optimal vs best-of-N weighted{_same_as(panel, shown)}\n"
+                 "(efficiency ratio above each budget)", pad=16, fontsize=10)
+    shown[f"{kind} bins"] = panel
+    _legend_below(ax)
   axes[0][0].set_ylabel("accuracy")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  _save(fig, path)
 
 
 def exchange_bars(results: dict, path: str) -> None:
@@ -112,6 +143,7 @@ def exchange_bars(results: dict, path: str) -> None:
   rows = results["exchange"]["rows"]
   fig = Figure(figsize=(4 * len(rows), 3.6))
   axes = fig.subplots(1, len(rows), sharey=True, squeeze=False)
+  shown = {}
   for ax, row in zip(axes[0], rows):
     k = len(row["bins"])
     x = np.arange(k)
@@ -121,12 +153,14 @@ def exchange_bars(results: dict, path: str) -> None:
     ax.set_xticks(x)
     ax.set_xticklabels([str(i + 1) for i in range(k)])
     ax.set_xlabel("oracle difficulty bin")
-    ax.set_title(f"R = {row['R']:g} (X = {row['X']:.1f})")
+    panel = (row["budget_used"], [(b["small"], b["large"]) for b in row["bins"]])
+    ax.set_title(f"R = {row['R']:g} (X = {row['X']:.1f}){_same_as(panel, shown)}")
+    shown[f"R = {row['R']:g}"] = panel
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=6)
+    _legend_below(ax, ncol=1)
   axes[0][0].set_ylabel("accuracy")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  _save(fig, path)
 
 
 def revisions(results: dict, path: str) -> None:
@@ -147,20 +181,24 @@ def revisions(results: dict, path: str) -> None:
   _log2_axis(left, budgets)
   left.set_ylabel("accuracy")
   left.set_title("Revisions: N / L chains of L attempts")
-  left.legend(fontsize=7, ncol=2)
+  _legend_below(left, ncol=3)
   parallel = results["curves"][rev["parallel"]]
   right.plot(parallel["budgets"], parallel["accuracy"], "k-", marker="o", ms=3,
              label="parallel (L = 1)")
+  shown = {}
   for kind, points in rev["compute_optimal"].items():
     b = [p["budget"] for p in points]
+    panel = [(p["budget"], p["accuracy"]) for p in points]
     right.plot(b, [p["accuracy"] for p in points], marker="s", ms=3,
-               label=f"compute-optimal revisions ({kind})")
-    right.fill_between(b, [p["low"] for p in points], [p["high"] for p in points], alpha=0.15)
+               label=f"compute-optimal revisions ({kind}){_same_as(panel, shown)}")
+    shown[f"{kind}"] = panel
+    right.fill_between(b, [p["low"] for p in points], [p["high"] for p in points], alpha=0.15,
+                       label=f"{kind}: {INTERVAL}")
   _log2_axis(right, budgets)
   right.set_title("Compute-optimal revisions (held out)")
-  right.legend(fontsize=7)
+  _legend_below(right, ncol=1)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  _save(fig, path)
 
 
 FIGURES = (
