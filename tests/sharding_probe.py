@@ -1,4 +1,5 @@
-"""Runs one beam search unsharded and on an 8-device CPU mesh; prints the differences.
+"""Runs one beam search unsharded and on an 8-device CPU mesh; prints the differences,
+and how a cache written under the 4 x 2 mesh is laid out.
 
 Run as a subprocess (the device count must be set before JAX starts):
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m tests.sharding_probe
@@ -10,9 +11,10 @@ import jax
 import numpy as np
 
 from ttcjax import parallel
+from ttcjax.models.cache import KVCache, map_rows
 from ttcjax.models.config import TransformerConfig
 from ttcjax.models.prm import PrmConfig, init_prm_params
-from ttcjax.models.transformer import init_params
+from ttcjax.models.transformer import forward, init_params
 from ttcjax.sweep.runner import SearchRunner
 from ttcjax.tasks.arith import arithmetic, testbed
 
@@ -42,6 +44,18 @@ def main():
         "texts_equal": other.texts == base.texts,
         "max_score_diff": float(np.abs(other.step_scores - base.step_scores).max()),
     }
+  mesh = parallel.make_mesh(data=4, model=2)
+  cache = parallel.shard_caches(KVCache.init(config, 8, 16), mesh)
+  tokens = parallel.shard_batch(np.ones((8, 4), np.int32), mesh)
+
+  @jax.jit
+  def write(params, tokens, cache):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      cache = forward(params, config, tokens, cache, logits="none").cache
+      return map_rows(lambda x: x[::-1], cache)  # a fork: rows swapped within the batch
+  written = write(parallel.shard_params(models[0][1], mesh), tokens, cache)
+  report["cache_spec"] = {"placed": str(cache.keys[0].sharding.spec),
+                          "written": str(written.keys[0].sharding.spec)}
   print(json.dumps(report))
 
 

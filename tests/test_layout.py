@@ -12,8 +12,8 @@ PACKAGE = os.path.join(ROOT, "ttcjax")
 # Lowest first; a module may import its own unit and any unit of a lower layer.
 LAYERS = (
     ("ttcjax.shipped",),
-    ("ttcjax.models", "ttcjax.rundir", "ttcjax.metrics", "ttcjax.parallel"),
-    ("ttcjax.sampling", "ttcjax.compute"),
+    ("ttcjax.models", "ttcjax.rundir", "ttcjax.metrics"),
+    ("ttcjax.sampling", "ttcjax.compute", "ttcjax.parallel"),
     ("ttcjax.search", "ttcjax.rollouts"),
     ("ttcjax.sweep",),
     ("ttcjax.study",),

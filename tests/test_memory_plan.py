@@ -52,6 +52,13 @@ def test_kv_rows_are_what_a_cache_allocates():
   assert KVCache.init(bf16, 3, 49).num_bytes == 3 * memory_plan.kv_bytes_per_row(bf16, 49)
 
 
+def test_model_shards_split_kv_heads_where_they_divide():
+  config = TINY  # 2 KV heads
+  whole = memory_plan.kv_bytes_per_row(config, 49)
+  assert memory_plan.kv_bytes_per_row(config, 49, model_shards=2) == whole // 2
+  assert memory_plan.kv_bytes_per_row(config, 49, model_shards=4) == whole  # replicated
+
+
 def test_best_of_n_with_a_prm_adapter_by_hand():
   p = plan(strategy="best_of_n", budget=4, problems_per_batch=2, data_shards=1,
            max_prm_prompt_tokens=24, prm_suffix_length=3)
@@ -94,13 +101,14 @@ def test_shared_prompts_by_hand():
   assert p.policy_capacity == 49  # positions a row reaches, the prompt's included
 
 
-def test_model_shards_split_matrices_only():
+def test_model_shards_split_matrices_and_kv_heads():
   p = plan(model_shards=2)
   # Every matrix has an even dimension; the five norm vectors (160) stay whole.
   assert p.policy_params == ((19616 - 160) // 2 + 160) * 4
   # PRM: backbone matrices 17408 / 2, norms 160, head kernels (32x8, 8x1) / 2, biases 9.
   assert p.prm_params == (17408 // 2 + 160 + 264 // 2 + 9) * 4
-  assert p.kv == plan().kv  # caches are replicated over the model axis
+  assert 2 * p.kv == plan().kv  # caches split their 2 KV heads over the model axis
+  assert plan(model_shards=4).kv == plan().kv  # 4 does not divide them: replicated
 
 
 def test_published_prm_shapes():

@@ -323,3 +323,7 @@ def test_sharded_search_equals_unsharded():
   for name in ("data8", "data4_model2"):
     assert report[name]["texts_equal"], report
     assert report[name]["max_score_diff"] < 1e-5, report
+  # KV heads split over the model axis, rows over data: placed so, and kept so through
+  # a write and a fork inside jit.
+  expected = str(jax.sharding.PartitionSpec("data", "model"))
+  assert report["cache_spec"] == {"placed": expected, "written": expected}, report

@@ -4,7 +4,9 @@ Problems are independent, so a search shards them over a "data" axis; rows of on
 problem never leave their device (every fork gathers within a problem). Parameters
 are replicated, or, for models that do not fit one device, split over a "model"
 axis: each weight matrix is cut along its largest dimension that the axis divides
-(GSPMD inserts the collectives), and anything smaller stays replicated.
+(GSPMD inserts the collectives), and anything smaller stays replicated. KV caches
+split their heads over the model axis where it divides them (`shard_caches`, and
+`models.cache.shard_heads` inside the search).
 
 Across hosts (`initialize_distributed`: one process per host, every one running the
 same program) the mesh spans every process's devices; each process holds the whole
@@ -24,8 +26,10 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-DATA_AXIS = "data"
-MODEL_AXIS = "model"
+from ttcjax.models import cache as cache_lib
+
+DATA_AXIS = cache_lib.ROW_AXIS  # "data"
+MODEL_AXIS = cache_lib.HEAD_AXIS  # "model"
 
 
 def make_mesh(data: int | None = None, model: int = 1, devices=None) -> Mesh:
@@ -84,6 +88,18 @@ def shard_batch(tree, mesh: Mesh):
   """Places every leaf of a batch pytree with its leading dimension over the data axis."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: _put(x, sharding), tree)
+
+
+def shard_caches(tree, mesh: Mesh):
+  """Places a tree of KV caches: every [rows, kv heads, slots, width] buffer with
+  its rows over the data axis and its heads over the model axis where that divides
+  them (`models.cache.heads_spec`), lengths and other leaves by rows."""
+  axes = dict(mesh.shape)
+  def place(x):
+    if np.ndim(x) == 4:
+      return _put(x, NamedSharding(mesh, cache_lib.heads_spec(np.shape(x), axes)))
+    return _put(x, batch_sharding(mesh))
+  return jax.tree.map(place, tree)
 
 
 def to_host(tree):

@@ -14,6 +14,10 @@ prompt. Row operations (`map_rows`, `repeat_rows`) act on the rows and leave the
 prompt alone, so the generic tree maps of the search (forks, PRM slices) keep working
 as long as every row stays with its own problem.
 
+On a mesh with a "model" axis (`ttcjax.parallel`) the buffers keep their KV heads
+split over it (`shard_heads`) where it divides them, rows over "data": a model split
+over M devices then holds 1/M of every cache, instead of a replica of all of it.
+
 B denotes the batch (row) dimension, C the capacity (the glossary of `ttcjax.search.base`).
 """
 
@@ -27,6 +31,27 @@ import jax
 import jax.numpy as jnp
 
 from ttcjax.models.config import TransformerConfig
+
+# The axes of `ttcjax.parallel.make_mesh` (that module sits above this one).
+ROW_AXIS, HEAD_AXIS = "data", "model"
+
+
+def heads_spec(shape: tuple[int, ...], axes: dict[str, int]) -> jax.sharding.PartitionSpec:
+  """A KV buffer's layout [rows, kv heads, slots, width] on a mesh of `axes` (name ->
+  size): rows over "data" and heads over "model", each only where its size divides."""
+  def over(axis, size):
+    return axis if axis in axes and size % axes[axis] == 0 else None
+  return jax.sharding.PartitionSpec(over(ROW_AXIS, shape[0]), over(HEAD_AXIS, shape[1]))
+
+
+def shard_heads(x: jax.Array) -> jax.Array:
+  """`x` [B, Hkv, C, D] constrained to `heads_spec` under the surrounding mesh (the
+  runner traces searches inside `jax.sharding.use_abstract_mesh`); as it is without
+  one, or when the mesh has no model axis to split heads over."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or dict(mesh.shape).get(HEAD_AXIS, 1) == 1:
+    return x
+  return jax.lax.with_sharding_constraint(x, heads_spec(x.shape, dict(mesh.shape)))
 
 
 @flax.struct.dataclass

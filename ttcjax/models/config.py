@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from ttcjax.models import attention as attention_kernels
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -57,6 +59,10 @@ class TransformerConfig:
     param_dtype: storage dtype of the parameters ("float32" or "bfloat16").
     dtype: compute dtype of activations ("float32" or "bfloat16"). Norms, softmax
       and logits are always computed in float32.
+    attention: the attention kernel ("auto": cuDNN's fused attention on NVIDIA GPUs,
+      XLA's `dot_product_attention` on TPU, ttcjax's reference einsums on CPU; or one
+      of "reference", "xla", "cudnn"; see `ttcjax.models.attention`). A choice of
+      numerics, not of weights: checkpoints load under any of them.
   """
 
   vocab_size: int
@@ -75,6 +81,7 @@ class TransformerConfig:
   max_position_embeddings: int = 8192
   param_dtype: str = "float32"
   dtype: str = "float32"
+  attention: str = "auto"
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -97,6 +104,7 @@ class TransformerConfig:
     for name in ("param_dtype", "dtype"):
       if getattr(self, name) not in _DTYPES:
         raise ValueError(f"{name} must be one of {sorted(_DTYPES)}, got {getattr(self, name)!r}.")
+    attention_kernels.check_implementation(self.attention)
     if isinstance(self.rope_scaling, Mapping):
       object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
 

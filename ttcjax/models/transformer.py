@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttcjax.models.cache import KVCache, SharedPrefixCache
+from ttcjax.models import attention
+from ttcjax.models.cache import KVCache, SharedPrefixCache, shard_heads
 from ttcjax.models.config import TransformerConfig
 
 LogitsMode = Literal["all", "last", "none"]
-_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)  # finite: a fully masked row stays NaN-free
 
 
 def attention_views(capacity: int) -> tuple[int, ...]:
@@ -54,54 +54,6 @@ def attention_views(capacity: int) -> tuple[int, ...]:
     if 16 <= view <= capacity - 16:
       views.add(view)
   return tuple(sorted(views))
-
-
-def _attend(q, keys, values, allowed, dtype):
-  """Softmax attention [B, Hkv, Q, D] over the key slots `allowed` [B, 1, Q, Ck] marks."""
-  scores = jnp.einsum("bhqd,bhkd->bhqk", q, keys.astype(q.dtype),
-                      preferred_element_type=jnp.float32) / np.sqrt(q.shape[-1])
-  scores = jnp.where(allowed, scores, _MASK_VALUE)
-  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-  return jnp.einsum("bhqk,bhkd->bhqd", probs, values.astype(dtype))
-
-
-def _attend_shared(q, prefix_keys, prefix_values, prefix_allowed, keys, values, allowed, dtype):
-  """Attention [R, Hkv, Q, D] over a shared prompt and each row's own slots.
-
-  Args:
-    q: [R, Hkv, Q, D] queries of R = B * n rows (rows b * n + j read prompt b).
-    prefix_keys, prefix_values: [B, Hkv, Cp, D] the prompts.
-    prefix_allowed: [R, 1, Q, Cp] which prompt slots each query may read.
-    keys, values: [R, Hkv, Ck, D] the rows' own slots; allowed: [R, 1, Q, Ck].
-  """
-  rows, kv_heads, queries, dim = q.shape
-  problems = prefix_keys.shape[0]
-  n = rows // problems
-  # [R, Hkv, Q, X] <-> [B, Hkv, n * Q, X]: a problem's rows as one block of queries.
-  group = lambda x: x.reshape(problems, n, x.shape[1], queries, -1).transpose(
-      0, 2, 1, 3, 4).reshape(problems, x.shape[1], n * queries, -1)
-  ungroup = lambda x: x.reshape(problems, x.shape[1], n, queries, -1).transpose(
-      0, 2, 1, 3, 4).reshape(rows, x.shape[1], queries, -1)
-  scale = np.sqrt(dim)
-  prefix_scores = jnp.einsum("bhqd,bhkd->bhqk", group(q), prefix_keys.astype(q.dtype),
-                             preferred_element_type=jnp.float32) / scale
-  prefix_scores = jnp.where(group(prefix_allowed), prefix_scores, _MASK_VALUE)
-  own_scores = jnp.einsum("bhqd,bhkd->bhqk", q, keys.astype(q.dtype),
-                          preferred_element_type=jnp.float32) / scale
-  own_scores = jnp.where(allowed, own_scores, _MASK_VALUE)
-  top = jnp.maximum(ungroup(jnp.max(prefix_scores, axis=-1, keepdims=True)),
-                    jnp.max(own_scores, axis=-1, keepdims=True))  # [R, Hkv, Q, 1]
-  # Unnormalised weights go into the matrix multiplies and the [R, Hkv, Q, D] result is
-  # divided once: no normalised copy of the [.., Q, slots] weights is ever held.
-  prefix_weights = jnp.exp(prefix_scores - group(top))
-  own_weights = jnp.exp(own_scores - top)
-  total = (ungroup(jnp.sum(prefix_weights, axis=-1, keepdims=True))
-           + jnp.sum(own_weights, axis=-1, keepdims=True))
-  out = (ungroup(jnp.einsum("bhqk,bhkd->bhqd", prefix_weights.astype(dtype),
-                            prefix_values.astype(dtype), preferred_element_type=jnp.float32))
-         + jnp.einsum("bhqk,bhkd->bhqd", own_weights.astype(dtype), values.astype(dtype),
-                      preferred_element_type=jnp.float32))
-  return (out / total).astype(dtype)
 
 
 class ModelOutput(NamedTuple):
@@ -213,7 +165,7 @@ class Attention(nn.Module):
         every valid slot); None reads all C slots.
       write_slots: [B, K] cache slots of the new tokens (None: their positions).
       prefix: with a shared prompt, (keys [B', Hkv, Cp, D], values, valid [B', Cp])
-        of the B' prompts that B = B' * n rows read (see `_attend_shared`).
+        of the B' prompts that B = B' * n rows read (see `attention.attend_shared`).
 
     Returns:
       ([B, K, H] output, updated keys buffer or None, updated values buffer or None).
@@ -238,8 +190,10 @@ class Attention(nn.Module):
       rows = jnp.arange(batch)[:, None, None]
       heads_index = jnp.arange(kv_heads)[None, :, None]
       slots = (positions if write_slots is None else write_slots)[:, None, :]
-      all_k = keys_cache.at[rows, heads_index, slots].set(k.astype(keys_cache.dtype), mode="drop")
-      all_v = values_cache.at[rows, heads_index, slots].set(v.astype(values_cache.dtype), mode="drop")
+      all_k = shard_heads(keys_cache.at[rows, heads_index, slots].set(
+          k.astype(keys_cache.dtype), mode="drop"))
+      all_v = shard_heads(values_cache.at[rows, heads_index, slots].set(
+          v.astype(values_cache.dtype), mode="drop"))
       keys_cache, values_cache = all_k, all_v
 
     groups = heads // kv_heads
@@ -255,7 +209,8 @@ class Attention(nn.Module):
       allowed = jnp.broadcast_to(allowed[:, None], (batch, groups) + allowed.shape[1:])
       allowed = allowed.reshape(batch, 1, groups * chunk, view)
       if prefix is None:
-        return _attend(q, all_k[:, :, :view], all_v[:, :, :view], allowed, cfg.jnp_dtype)
+        return attention.attend(q, all_k[:, :, :view], all_v[:, :, :view], allowed,
+                                cfg.jnp_dtype, cfg.attention)
       prefix_keys, prefix_values, prefix_valid = prefix
       n = batch // prefix_valid.shape[0]
       prefix_pos = jnp.arange(prefix_valid.shape[1], dtype=jnp.int32)[None, None, :]
@@ -265,8 +220,9 @@ class Attention(nn.Module):
       prefix_allowed = jnp.broadcast_to(prefix_allowed[:, None],
                                         (batch, groups, chunk, prefix_valid.shape[1]))
       prefix_allowed = prefix_allowed.reshape(batch, 1, groups * chunk, -1)
-      return _attend_shared(q, prefix_keys, prefix_values, prefix_allowed, all_k[:, :, :view],
-                            all_v[:, :, :view], allowed, cfg.jnp_dtype)
+      return attention.attend_shared(q, prefix_keys, prefix_values, prefix_allowed,
+                                     all_k[:, :, :view], all_v[:, :, :view], allowed,
+                                     cfg.jnp_dtype, cfg.attention)
 
     if view_index is None:
       out = attend(all_k.shape[2])

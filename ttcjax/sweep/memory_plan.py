@@ -8,8 +8,9 @@ Per device, for one `SearchRunner.search` call (B problems per call, N rows each
 * KV caches, policy and PRM: layers x 2 (keys, values) x kv_heads x head_dim x
   capacity x rows x bytes of the compute dtype. Rows are the device's B / data
   problems times N (the frontier), plus the batch's empty caches (arguments that stay
-  alive); the data axis splits rows, the model axis does not (caches are replicated
-  over it). Capacities are the runner's: prompt + T + 1, plus L suffix slots per
+  alive); the data axis splits rows, the model axis splits KV heads where it divides
+  them (replicated over it otherwise: Qwen2.5-Math-1.5B has 2 KV heads, so 2 model
+  shards halve its caches and 4 do not). Capacities are the runner's: prompt + T + 1, plus L suffix slots per
   scored step with a PRM adapter (`Strategy.prm_suffixes_per_row`). With shared
   prompts (`share_prompt_cache`) a row holds capacity - P slots and each problem's
   prompt sits twice (the empty argument and the filled cache every row reads). At the
@@ -20,8 +21,9 @@ Per device, for one `SearchRunner.search` call (B problems per call, N rows each
 * an allowance for activations and logits: the largest of the search's forward
   passes, one layer at a time (inference keeps no earlier layer's activations):
   attention scores [rows, heads, chunk, capacity] in float32 plus, for a bfloat16
-  model, their probabilities in bfloat16 (no fused attention: XLA materialises the
-  scores; a float32 softmax can overwrite them, a bfloat16 one cannot), the MLP's
+  model, their probabilities in bfloat16 (the reference attention materialises the
+  scores, a float32 softmax can overwrite them, a bfloat16 one cannot; with cuDNN's
+  fused attention the term is an overestimate), the MLP's
   gate, up and product [rows, chunk, intermediate], four [rows, chunk, hidden]
   buffers, and three float32 [rows, vocab] logits buffers per sampled token (logits,
   log-softmax, the sampler's filtered copy). The passes: policy prefill (B rows, the
@@ -174,10 +176,13 @@ def _param_bytes(init, config, model_shards: int) -> int:
   return total
 
 
-def kv_bytes_per_row(config: TransformerConfig, capacity: int) -> int:
-  """layers x 2 x kv_heads x head_dim x capacity x bytes of the compute dtype."""
-  return (config.num_layers * 2 * config.num_kv_heads * config.head_dim * capacity
-          * _bytes(config.dtype))
+def kv_bytes_per_row(config: TransformerConfig, capacity: int, model_shards: int = 1) -> int:
+  """layers x 2 x kv_heads x head_dim x capacity x bytes of the compute dtype, per
+  device: heads split over `model_shards` where it divides them (`cache.heads_spec`)."""
+  heads = config.num_kv_heads
+  if heads % model_shards == 0:
+    heads //= model_shards
+  return config.num_layers * 2 * heads * config.head_dim * capacity * _bytes(config.dtype)
 
 
 def pass_bytes(config: TransformerConfig, rows: int, chunk: int, capacity: int,
@@ -278,10 +283,11 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
     prompt_rows, policy_prompt, prm_prompt_slots = 2 * problems, max_prompt_tokens, prm_prompt
   else:
     prompt_rows, policy_prompt, prm_prompt_slots = problems, policy_capacity, prm_capacity
-  frontier_policy = rows * kv_bytes_per_row(policy, policy_row)
-  frontier_prm = rows * kv_bytes_per_row(backbone, prm_row)
-  policy_kv = frontier_policy + prompt_rows * kv_bytes_per_row(policy, policy_prompt)
-  prm_kv = frontier_prm + prompt_rows * kv_bytes_per_row(backbone, prm_prompt_slots)
+  kv_row = lambda config, slots: kv_bytes_per_row(config, slots, model_shards)
+  frontier_policy = rows * kv_row(policy, policy_row)
+  frontier_prm = rows * kv_row(backbone, prm_row)
+  policy_kv = frontier_policy + prompt_rows * kv_row(policy, policy_prompt)
+  prm_kv = frontier_prm + prompt_rows * kv_row(backbone, prm_prompt_slots)
   # What else is live at the peak (XLA's buffer assignment of the compiled searches):
   # a fork gathers one model's caches at a time into new buffers, so the larger one is
   # held twice; lookahead's rollouts run on copies of both. Best-of-N samples, then

@@ -187,7 +187,12 @@ class SearchRunner:
 
       def call(policy_params, prm_params, batch, rng, sampler, settings):
         models = SearchModels(decode, policy_params, score, prm_params)
-        return record.fn(models, batch, rng, sampler, settings, budget=budget, **dict(hyper))
+        if self.mesh is None:
+          return record.fn(models, batch, rng, sampler, settings, budget=budget, **dict(hyper))
+        # Traced under the mesh, so that the caches keep their heads split over its
+        # model axis (`models.cache.shard_heads`) through every write and fork.
+        with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+          return record.fn(models, batch, rng, sampler, settings, budget=budget, **dict(hyper))
 
       self._compiled[key] = jax.jit(call)
     return self._compiled[key]
@@ -246,7 +251,11 @@ class SearchRunner:
     if prm_tokens is not None:
       batch = batch.replace(prm_prompts=jnp.asarray(prm_tokens),
                             prm_prompt_lengths=jnp.asarray(prm_lengths))
-    return batch if self.mesh is None else parallel.shard_batch(batch, self.mesh)
+    if self.mesh is None:
+      return batch
+    caches = {"policy_cache": batch.policy_cache, "prm_cache": batch.prm_cache}
+    batch = parallel.shard_batch(batch.replace(policy_cache=None, prm_cache=None), self.mesh)
+    return batch.replace(**parallel.shard_caches(caches, self.mesh))
 
   def search(self, strategy: str, prompts: Sequence[str], problem_ids: Sequence[int], *,
              budget: int, rng: jax.Array, sampler: Sampler = Sampler(),
