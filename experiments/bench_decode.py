@@ -41,8 +41,6 @@ Smoke run (seconds): python -m experiments.bench_decode --quick
 from __future__ import annotations
 
 import datetime
-import glob
-import hashlib
 import json
 import os
 import tempfile
@@ -55,6 +53,7 @@ import numpy as np
 import torch
 import transformers
 
+from experiments.roofline import measure_rates, roofline_seconds, source_digest
 from ttcjax.models.cache import KVCache
 from ttcjax.models.hf_import import load_hf_checkpoint
 from ttcjax.models.transformer import forward
@@ -169,69 +168,6 @@ def with_foreign_load(fn):
   wall = time.perf_counter() - start
   foreign = (_busy_cpu_s() - busy) - (time.process_time() - own)
   return result, max(foreign, 0.0) / (wall * os.cpu_count())
-
-
-def _median_time(fn, runs: int) -> float:
-  """Median seconds of `runs` calls of fn() after one warm-up call."""
-  fn()
-  times = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
-def host_copy_bandwidth(copy_mb: int) -> float:
-  """Host memory copy rate, bytes read + written per second (numpy, median of 5)."""
-  src = np.ones(copy_mb * 2 ** 20 // 4, np.float32)
-  dst = np.empty_like(src)
-  return 2 * src.nbytes / _median_time(lambda: np.copyto(dst, src), 5)
-
-
-def measure_rates(device, matmul_size: int, copy_mb: int) -> tuple[float, float]:
-  """(float32 matmul FLOP/s, copy bytes/s read+written) of a JAX device."""
-  x = jax.device_put(jnp.ones((matmul_size, matmul_size), jnp.float32), device)
-  dot = jax.jit(jnp.dot)
-  flops = 2 * matmul_size ** 3 / _median_time(lambda: dot(x, x).block_until_ready(), 7)
-  n = copy_mb * 2 ** 20 // 4
-  y = jax.device_put(jnp.ones((n,), jnp.float32), device)
-  add = jax.jit(lambda v: v + 1.0)
-  bandwidth = 2 * n * 4 / _median_time(lambda: add(y).block_until_ready(), 7)
-  if device.platform == "cpu":  # numpy's copy is often faster than XLA's on CPU
-    bandwidth = max(bandwidth, host_copy_bandwidth(copy_mb))
-  return flops, bandwidth
-
-
-def roofline_seconds(config, batch: int, prompt_len: int, new_tokens: int,
-                     flops_per_s: float, bytes_per_s: float) -> float:
-  """Lower bound on the generation's time: sum over forwards of max(compute, memory)."""
-  h, d, layers = config.hidden_size, config.head_dim, config.num_layers
-  per_layer = h * d * (config.num_heads + 2 * config.num_kv_heads) + config.num_heads * d * h
-  backbone = layers * (per_layer + 3 * h * config.intermediate_size)
-  head = config.vocab_size * h
-  item = np.dtype(config.jnp_dtype).itemsize
-  weight_bytes = (backbone + head) * item
-  attn = lambda length: 4 * layers * config.num_heads * d * length  # QK^T + PV per query
-  kv_bytes = lambda length: 2 * layers * batch * length * config.num_kv_heads * d * item
-  # Prefill: every prompt token through the backbone, the head at the last one.
-  flops = batch * (prompt_len * 2 * backbone + 2 * head
-                   + sum(attn(i + 1) for i in range(prompt_len)))
-  total = max(flops / flops_per_s, (weight_bytes + kv_bytes(prompt_len)) / bytes_per_s)
-  for pos in range(prompt_len, prompt_len + new_tokens - 1):  # one step per later token
-    flops = batch * (2 * (backbone + head) + attn(pos + 1))
-    total += max(flops / flops_per_s, (weight_bytes + kv_bytes(pos + 1)) / bytes_per_s)
-  return total
-
-
-def source_digest() -> str:
-  """sha256 of ttcjax's Python sources: which library version was timed."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  digest = hashlib.sha256()
-  for path in sorted(glob.glob(os.path.join(root, "ttcjax", "**", "*.py"), recursive=True)):
-    with open(path, "rb") as f:
-      digest.update(f.read())
-  return digest.hexdigest()[:16]
 
 
 def main(argv):

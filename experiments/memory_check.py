@@ -27,20 +27,11 @@ import json
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from ttcjax.models.cache import KVCache, SharedPrefixCache
 from ttcjax.models.config import get_config
-from ttcjax.models.prm import init_prm_params, transformer_prm_fn
-from ttcjax.models.prm_adapters import QwenMathPrmAdapter
-from ttcjax.models.transformer import init_params
-from ttcjax.sampling import Sampler, StepDelimiter, transformer_decode_fn
-from ttcjax.search import get_strategy
-from ttcjax.search.base import SearchBatch, SearchModels, SearchSettings, prm_cache_capacity
-from ttcjax.sweep import memory_plan
+from ttcjax.sweep import memory_plan, synthetic
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/math500 config file.")
 _STRATEGIES = flags.DEFINE_list("strategies", ["best_of_n", "beam"], "Strategies to compile.")
@@ -52,77 +43,15 @@ _PROBLEMS = flags.DEFINE_integer("problems", 0, "Problems per call (0: the confi
 _JSON = flags.DEFINE_string("json", None, "Write the rows here.")
 flags.mark_flags_as_required(["config"])
 
-_BEAM_WIDTH = 4  # the MATH configs' beam width
-
-
-def shapes_adapter(vocab: int, suffix_length: int):
-  """A PRM adapter of the family's suffix length over a vocabulary, for shapes only
-  (the token tables are trivial: no token is dropped or stripped)."""
-  return QwenMathPrmAdapter(path="(shapes)", tokenizer=None, suffix_ids=(1,) * suffix_length,
-                            drop_table=np.zeros(vocab, bool),
-                            rstrip_table=np.arange(vocab, dtype=np.int32))
-
 
 def compile_search(policy, prm, suffix_length: int, strategy: str, budget: int, problems: int,
                    caps: dict, shared: bool):
-  """(memory_analysis, lower seconds, compile seconds) of one search call.
-
-  Args:
-    policy, prm: the configs (`TransformerConfig`, `PrmConfig`).
-    suffix_length: a published PRM layout's suffix tokens per step (0: the PRM reads
-      the policy's tokens as they are, as on the testbed).
-    strategy, budget, problems: the call; beam widths are the MATH configs' 4.
-    caps: max_prompt_tokens, max_prm_prompt_tokens, max_step_tokens,
-      max_solution_tokens, max_steps, max_rounds, prm_rows_per_pass.
-    shared: `SharedPrefixCache` (True) or dense caches.
-  """
-  record = get_strategy(strategy)
-  hyper = {"beam_width": _BEAM_WIDTH} if "beam_width" in record.hyperparameters else {}
-  record.validate(budget, hyper)
-  settings = SearchSettings(
-      eos_id=0, pad_id=0,
-      delimiter=StepDelimiter(next_state=jnp.zeros((2, policy.vocab_size), jnp.int32),
-                              completes=jnp.zeros((2, policy.vocab_size), bool)),
-      max_step_tokens=caps["max_step_tokens"], max_solution_tokens=caps["max_solution_tokens"],
-      max_steps=caps["max_steps"], max_rounds=caps["max_rounds"],
-      prm_rows_per_pass=caps["prm_rows_per_pass"]).check()
-  prompt, prm_prompt = caps["max_prompt_tokens"], caps["max_prm_prompt_tokens"]
-  policy_capacity = record.policy_cache_capacity(prompt, settings, hyper)
-  suffixes = record.prm_suffixes_per_row(settings, hyper)
-  prm_capacity = prm_cache_capacity(prm_prompt, settings, suffix_length, suffixes)
-
-  def empty(config, capacity, width):
-    if shared:
-      return SharedPrefixCache.init(config, problems, width, capacity - width)
-    return KVCache.init(config, problems, capacity)
-
-  score = transformer_prm_fn(prm)
-  if suffix_length:  # a published PRM's layout
-    score = shapes_adapter(prm.backbone.vocab_size, suffix_length).wrap_prm_fn(
-        score, max_steps_per_chunk=record.prm_chunk_steps(settings, hyper))
-  decode = transformer_decode_fn(policy)
-
-  def call(policy_params, prm_params, batch, rng, sampler, settings):
-    models = SearchModels(decode, policy_params, score, prm_params)
-    return record.fn(models, batch, rng, sampler, settings, budget=budget, **hyper)
-
-  as_struct = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-  ints = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
-  batch = SearchBatch(
-      prompts=ints(problems, prompt), prompt_lengths=ints(problems), problem_ids=ints(problems),
-      policy_cache=jax.eval_shape(lambda: empty(policy, policy_capacity, prompt)),
-      prm_cache=jax.eval_shape(lambda: empty(prm.backbone, prm_capacity, prm_prompt)),
-      prm_prompts=ints(problems, prm_prompt) if suffix_length else None,
-      prm_prompt_lengths=ints(problems) if suffix_length else None)
-  key = jax.random.PRNGKey(0)
-  args = (jax.eval_shape(lambda: init_params(policy, key)),
-          jax.eval_shape(lambda: init_prm_params(prm, key)), batch,
-          jax.ShapeDtypeStruct((2,), jnp.uint32),
-          Sampler(temperature=jax.ShapeDtypeStruct((), jnp.float32),
-                  top_p=jax.ShapeDtypeStruct((), jnp.float32)),
-          as_struct(settings))
+  """(memory_analysis, lower seconds, compile seconds) of one search call, built by
+  `ttcjax.sweep.synthetic.build_search` (beam widths are the MATH configs' 4)."""
+  search = synthetic.build_search(policy, prm, suffix_length, strategy, budget, problems, caps,
+                                  shared)
   start = time.perf_counter()
-  lowered = jax.jit(call).lower(*args)
+  lowered = jax.jit(search.call).lower(*search.args)
   lowered_s = time.perf_counter() - start
   compiled = lowered.compile()
   return compiled.memory_analysis(), lowered_s, time.perf_counter() - start - lowered_s
