@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from experiments import distributed
 from ttcjax import sweep, tasks
+from ttcjax.sweep import archive
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A sweep config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it holds this sweep).")
@@ -60,6 +61,10 @@ def main(argv):
 
 def run():
   config = _CONFIG.value
+  try:  # a mistyped or not yet started archive is named before anything loads
+    archive.read(_ARCHIVE.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   task = tasks.task_of(config)
   mesh = task.make_mesh(config, _DATA_SHARDS.value, _MODEL_SHARDS.value)
   bar = tqdm(desc="search units", unit="unit", disable=None)

@@ -406,6 +406,19 @@ def test_search_report_names_a_workdir_without_a_sweep(tmp_path):
   assert "holds no sweep" in out.stderr and "FileNotFoundError" not in out.stderr
 
 
+def test_search_names_a_missing_archive_before_anything_loads(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-m", "experiments.search",
+                        "--config=configs/arith/sweep.py", f"--workdir={tmp_path / 'w'}",
+                        f"--archive={tmp_path / 'no_archive'}"], cwd=root, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode != 0
+  assert "No sweep archive at" in out.stderr and "Traceback" not in out.stderr
+  assert not (tmp_path / "w").exists()
+
+
 def test_a_setting_that_runs_at_no_budget_is_refused_before_anything_is_recorded(
     tiny_models, tmp_path):
   config = tiny_sweep_config(tiny_models)
