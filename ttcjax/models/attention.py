@@ -104,7 +104,8 @@ def _warn_fallback(reason: str) -> None:
 
 
 def _fused(q, keys, values, allowed, dtype, implementation, auto):
-  """(out [B, Hkv, Q, D] in `dtype`, log-sum-exp [B, Hkv, Q] float32) of one block.
+  """(out [B, Hkv, Q, D] in `dtype`, log-sum-exp [B, Hkv, Q]) of one block; the
+  log-sum-exp is computed in float32 but returned rounded to `dtype` by JAX.
 
   `jax.nn.dot_product_attention` takes [batch, length, heads, width]: each key head is
   one head, and its G folded query heads are queries of it."""
@@ -145,7 +146,10 @@ def attend_shared(q, prefix_keys, prefix_values, prefix_allowed, keys, values, a
     implementation: one of `IMPLEMENTATIONS`.
   """
   name = resolve(implementation)
-  if name == "reference":
+  # The fused kernels return their log-sum-exp in the compute dtype; in bfloat16 its
+  # rounding (0.125 at 20) would move the weights of the two blocks by several percent,
+  # so below float32 the join is the reference's, which keeps its statistics in float32.
+  if name == "reference" or jnp.dtype(dtype).itemsize < 4:
     return _reference_shared(q, prefix_keys, prefix_values, prefix_allowed, keys, values,
                              allowed, dtype)
   rows, problems = q.shape[0], prefix_keys.shape[0]
