@@ -17,17 +17,18 @@ What it measures (medians of `--runs` timed calls after a warm-up one):
   PRM tokens/s (the search's own compute records over its wall time: both models
   share that time), the mean step length, the device's peak memory after the call
   (`memory_stats()["peak_bytes_in_use"]`, where the backend reports it; searches
-  run smallest first, so each peak is that call's) beside XLA's arguments +
-  temporaries and the memory plan's total;
+  run in the order of their planned memory, smallest first, so a peak that grew is
+  that call's) beside XLA's arguments + temporaries and the memory plan's total;
 * policy decode alone (B x N rows: prefill, then `--solution_tokens` sampled
-  tokens), tokens/s and its fraction of the HBM-bandwidth roofline
-  (`experiments.roofline.roofline_seconds`: every step reads the weights and the KV
-  cache so far);
+  tokens), tokens/s and its fraction of the roofline
+  (`experiments.roofline.roofline_seconds`: each forward costs the larger of its FLOPs
+  over the matmul rate and its bytes, the weights and the KV cache so far, over the
+  memory bandwidth; at these sizes most steps are bound by bandwidth);
 * a PRM scoring pass alone (`--prm_rows` rows of prompt + solution through the PRM
   in one forward), tokens/s and its fraction of the matmul roofline (its FLOPs:
   2 x matmul weights per token plus attention, over the peak rate).
-Rooflines use the spec sheet's peaks where `experiments.roofline.SPEC_PEAKS` knows
-the device, and the rates measured here (a large matmul in the models' dtype, an
+Rooflines use the spec sheet's bfloat16 peaks where `experiments.roofline.SPEC_PEAKS`
+knows the device (bfloat16 runs only), and the rates measured here (a large matmul in the models' dtype, an
 elementwise pass) on any device; both fractions are printed.
 
   python -m experiments.bench_scale --json /tmp/bench_scale.json        # one GPU/TPU
@@ -50,6 +51,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import roofline
+from ttcjax.compute import ModelCost
 from ttcjax.models.cache import KVCache
 from ttcjax.models.config import get_config
 from ttcjax.models.prm import token_scores
@@ -107,6 +109,14 @@ def peak_bytes(device) -> int | None:
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
+def plan_of(search, caps: dict, suffix: int) -> int:
+  """The memory plan's total bytes for one search (shared prompts, as it runs)."""
+  return memory_plan.plan_search_memory(
+      search.policy, search.prm, strategy=search.strategy, budget=search.budget,
+      problems_per_batch=search.problems, prm_suffix_length=suffix, share_prompt_cache=True,
+      **caps).total
+
+
 def bench_search(search, params, caps, suffix, runs: int, device) -> dict:
   """One strategy at one budget: compile, run, and read what it spent."""
   start = time.perf_counter()
@@ -120,12 +130,6 @@ def bench_search(search, params, caps, suffix, runs: int, device) -> dict:
   policy_tokens = float(np.sum(out.compute.policy_generated))
   prm_tokens = float(np.sum(out.compute.prm_scored))
   steps = float(np.sum(out.step_mask))
-  plan = memory_plan.plan_search_memory(
-      search.policy, search.prm, strategy=search.strategy, budget=search.budget,
-      problems_per_batch=search.problems, prm_suffix_length=suffix, share_prompt_cache=True,
-      **{k: caps[k] for k in ("max_prompt_tokens", "max_prm_prompt_tokens", "max_step_tokens",
-                              "max_solution_tokens", "max_steps", "max_rounds",
-                              "prm_rows_per_pass")})
   xla = (analysis.argument_size_in_bytes + analysis.temp_size_in_bytes) if analysis else None
   return dict(strategy=search.strategy, budget=search.budget, problems=search.problems,
               lower_s=lower_s, compile_s=compile_s, wall_s=wall, times_s=times,
@@ -133,7 +137,8 @@ def bench_search(search, params, caps, suffix, runs: int, device) -> dict:
               policy_tokens_per_s=policy_tokens / wall, prm_tokens=prm_tokens,
               prm_tokens_per_s=prm_tokens / wall, steps=steps,
               mean_step_tokens=float(np.sum(out.lengths)) / max(steps, 1.0),
-              peak_bytes=peak_bytes(device), xla_bytes=xla, plan_bytes=plan.total)
+              peak_bytes=peak_bytes(device), xla_bytes=xla,
+              plan_bytes=plan_of(search, caps, suffix))
 
 
 def bench_decode(policy, params, rows: int, prompt: int, new: int, runs: int, rates) -> dict:
@@ -173,10 +178,8 @@ def bench_prm(prm, params, rows: int, length: int, runs: int, rates) -> dict:
   compiled = score.lower(params, tokens).compile()
   compile_s = time.perf_counter() - start
   wall, times, _ = timed(lambda: compiled(params, tokens), runs)
-  backbone, head = roofline.matmul_params(prm.backbone)
-  per_token = 2 * backbone + (2 * head if prm.kind == "token_logit" or prm.step_likelihood else 0)
-  flops = rows * (length * per_token + sum(roofline.attention_flops(prm.backbone, i + 1)
-                                           for i in range(length)))
+  cost = ModelCost.of_prm(prm)  # a token-logit head multiplies its two tag rows only
+  flops = rows * (length * cost.body_flops + cost.attention_flops * length * (length + 1) / 2)
   row = dict(rows=rows, tokens=length, compile_s=compile_s, wall_s=wall, times_s=times,
              tokens_per_s=rows * length / wall, flops=flops)
   for name, (_, peak) in rates.items():
@@ -206,11 +209,13 @@ def main(argv):
                 for budget in sorted(sizes["budgets"]) for name in _STRATEGIES.value]
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  plans = {id(search): plan_of(search, caps, suffix) for search in searches}
+  searches.sort(key=lambda search: plans[id(search)])
   dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
   big = not shrink and device.platform != "cpu"
   measured = roofline.measure_rates(device, 8192 if big else 512, 2048 if big else 64, dtype)
   rates = {"measured": (measured[1], measured[0])}
-  spec = roofline.spec_peaks(device)
+  spec = roofline.spec_peaks(device) if _DTYPE.value == "bfloat16" else None
   if spec:
     rates["spec"] = spec
   print(f"{device.device_kind} ({jax.default_backend()}, JAX {jax.__version__}); policy "
@@ -247,7 +252,7 @@ def main(argv):
         + "---|" * (3 + len(names)))
   for d in decodes:
     print(f"| policy decode | {d['rows']} | {d['tokens_per_s']:.4g} | "
-          + " | ".join(f"{d['roofline_frac_' + n]:.1%} of memory bandwidth" for n in names) + " |")
+          + " | ".join(f"{d['roofline_frac_' + n]:.1%} of roofline" for n in names) + " |")
   print(f"| PRM scoring | {prm_pass['rows']} | {prm_pass['tokens_per_s']:.4g} | "
         + " | ".join(f"{prm_pass['matmul_frac_' + n]:.1%} of matmul" for n in names) + " |")
   if _JSON.value:

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ttcjax.compute import ModelCost
+
 # device_kind prefix -> (HBM bytes/s, dense bfloat16 matmul FLOP/s), vendors' spec sheets.
 SPEC_PEAKS = {
     "NVIDIA H200": (4.8e12, 989e12),
@@ -70,18 +72,6 @@ def measure_rates(device, matmul_size: int, copy_mb: int,
   return flops, bandwidth
 
 
-def matmul_params(config) -> tuple[int, int]:
-  """(backbone matmul weights, LM-head weights) of a transformer config."""
-  h, d, layers = config.hidden_size, config.head_dim, config.num_layers
-  per_layer = h * d * (config.num_heads + 2 * config.num_kv_heads) + config.num_heads * d * h
-  return layers * (per_layer + 3 * h * config.intermediate_size), config.vocab_size * h
-
-
-def attention_flops(config, length: int) -> int:
-  """QK^T + PV FLOPs of one query over `length` positions, all layers."""
-  return 4 * config.num_layers * config.num_heads * config.head_dim * length
-
-
 def kv_bytes(config, rows: int, length: int) -> int:
   """Bytes of the KV cache of `rows` rows at `length` positions."""
   item = np.dtype(config.jnp_dtype).itemsize
@@ -92,15 +82,16 @@ def roofline_seconds(config, batch: int, prompt_len: int, new_tokens: int,
                      flops_per_s: float, bytes_per_s: float) -> float:
   """Lower bound on a generation's time (prefill of `prompt_len`, then one step per
   later token): the sum over forwards of max(compute, memory), where a forward reads
-  the matmul weights once and the KV cache at its current length."""
-  backbone, head = matmul_params(config)
-  weight_bytes = (backbone + head) * np.dtype(config.jnp_dtype).itemsize
-  flops = batch * (prompt_len * 2 * backbone + 2 * head
-                   + sum(attention_flops(config, i + 1) for i in range(prompt_len)))
+  the matmul weights once and the KV cache at its current length; FLOPs as
+  `ttcjax.compute.ModelCost` counts them."""
+  cost = ModelCost.of_policy(config)
+  weight_bytes = (cost.body_flops + cost.head_flops) / 2 * np.dtype(config.jnp_dtype).itemsize
+  flops = batch * (prompt_len * cost.body_flops + cost.head_flops
+                   + cost.attention_flops * prompt_len * (prompt_len + 1) / 2)
   total = max(flops / flops_per_s,
               (weight_bytes + kv_bytes(config, batch, prompt_len)) / bytes_per_s)
   for pos in range(prompt_len, prompt_len + new_tokens - 1):
-    flops = batch * (2 * (backbone + head) + attention_flops(config, pos + 1))
+    flops = batch * (cost.body_flops + cost.head_flops + cost.attention_flops * (pos + 1))
     total += max(flops / flops_per_s,
                  (weight_bytes + kv_bytes(config, batch, pos + 1)) / bytes_per_s)
   return total

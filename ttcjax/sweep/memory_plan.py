@@ -381,7 +381,8 @@ def check_fits(plan: MemoryPlan, device_bytes: int) -> MemoryPlan:
                "at once)")
     suggestions.append(
         f"one problem per device already needs {gib(one.total)}: its {r['budget']} rows stay "
-        "on one device, and model shards split only the parameters; " + fewer
+        "on one device, and model shards split only the parameters and the KV heads they "
+        "divide; " + fewer
         + (f"; or max_solution_tokens={lengths[0]} fits" if lengths else ""))
   raise ValueError(
       f"The search needs {gib(plan.total)} per device, more than the {gib(device_bytes)} "
