@@ -97,7 +97,10 @@ def _free_port() -> int:
 
 def _env() -> dict:
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  env.pop("XLA_FLAGS", None)  # one CPU device per process
+  # One CPU device per process: no device-count flag, only the suite's compile flags.
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  env["XLA_FLAGS"] = " ".join(flags)
   return env
 
 

@@ -314,8 +314,8 @@ def test_sharded_search_equals_unsharded():
   import subprocess
   import sys
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",  # 8 CPU devices, the suite's compile flags
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {os.environ.get('XLA_FLAGS', '')}")
   out = subprocess.run([sys.executable, "-m", "tests.sharding_probe"], cwd=root, env=env,
                        capture_output=True, text=True, timeout=600, check=True)
   report = json.loads(out.stdout.strip().splitlines()[-1])
