@@ -39,17 +39,20 @@ _BUDGETS = flags.DEFINE_list("budgets", ["16", "64", "256"], "Budgets N.")
 _CHECK_DTYPE = flags.DEFINE_enum("check_dtype", "float32", ["float32", "bfloat16"],
                                  "Dtype the models are compiled in.")
 _SHARED = flags.DEFINE_bool("shared", True, "Prompts stored once per problem.")
+_PAGE_SIZE = flags.DEFINE_integer(
+    "kv_page_size", -1, "Rows kept in pages of this many slots (0: dense rows; -1: the "
+    "config's caps.kv_page_size).")
 _PROBLEMS = flags.DEFINE_integer("problems", 0, "Problems per call (0: the config's).")
 _JSON = flags.DEFINE_string("json", None, "Write the rows here.")
 flags.mark_flags_as_required(["config"])
 
 
 def compile_search(policy, prm, suffix_length: int, strategy: str, budget: int, problems: int,
-                   caps: dict, shared: bool):
+                   caps: dict, shared: bool, page_size: int = 0):
   """(memory_analysis, lower seconds, compile seconds) of one search call, built by
   `ttcjax.sweep.synthetic.build_search` (beam widths are the MATH configs' 4)."""
   search = synthetic.build_search(policy, prm, suffix_length, strategy, budget, problems, caps,
-                                  shared)
+                                  shared, page_size=page_size)
   start = time.perf_counter()
   lowered = jax.jit(search.call).lower(*search.args)
   lowered_s = time.perf_counter() - start
@@ -66,10 +69,14 @@ def main(argv):
   problems = _PROBLEMS.value or config.problems_per_batch
   caps = dict(config.caps)
   caps.pop("share_prompt_cache", None)  # --shared decides
+  page_size = caps.pop("kv_page_size", 0) if _PAGE_SIZE.value < 0 else _PAGE_SIZE.value
+  if page_size and not _SHARED.value:
+    raise ValueError("--kv_page_size pages shared prompt caches' rows: drop --noshared.")
   caps.pop("prompt_buckets", None)  # planned and compiled at the widest prompt
   gib = lambda x: f"{x / memory_plan.GIB:.2f}"
   print(f"{config.policy_preset} + {config.prm_family} ({dtype}), {problems} problem(s) per "
-        f"call, {'shared' if _SHARED.value else 'dense'} prompt caches, caps {caps}", flush=True)
+        f"call, {'shared' if _SHARED.value else 'dense'} prompt caches"
+        f"{f', rows in pages of {page_size}' if page_size else ''}, caps {caps}", flush=True)
   header = ("strategy", "N", "XLA args", "XLA temps", "XLA args+temps", "plan", "plan/XLA",
             f"plan bf16", "KV per row (plan)", "lower s", "compile s")
   print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
@@ -77,15 +84,16 @@ def main(argv):
   for strategy in _STRATEGIES.value:
     for budget in map(int, _BUDGETS.value):
       analysis, lower_s, compile_s = compile_search(policy, prm, suffix_length, strategy, budget,
-                                                    problems, caps, _SHARED.value)
+                                                    problems, caps, _SHARED.value, page_size)
       request = dict(strategy=strategy, budget=budget, problems_per_batch=problems,
-                     prm_suffix_length=suffix_length, share_prompt_cache=_SHARED.value, **caps)
+                     prm_suffix_length=suffix_length, share_prompt_cache=_SHARED.value,
+                     kv_page_size=page_size, **caps)
       plan = memory_plan.plan_search_memory(policy, prm, **request)
       bf16 = memory_plan.plan_search_memory(memory_plan.bfloat16(policy),
                                             memory_plan.bfloat16(prm), **request)
       xla = analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
       row = dict(strategy=strategy, budget=budget, problems=problems, dtype=dtype,
-                 shared=_SHARED.value, xla_argument_bytes=int(analysis.argument_size_in_bytes),
+                 shared=_SHARED.value, kv_page_size=page_size, xla_argument_bytes=int(analysis.argument_size_in_bytes),
                  xla_temp_bytes=int(analysis.temp_size_in_bytes),
                  xla_output_bytes=int(analysis.output_size_in_bytes), xla_total_bytes=int(xla),
                  plan_bytes=plan.total, plan_bf16_bytes=bf16.total,

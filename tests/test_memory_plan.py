@@ -101,6 +101,17 @@ def test_shared_prompts_by_hand():
   assert p.policy_capacity == 49  # positions a row reaches, the prompt's included
 
 
+def test_paged_rows_by_hand():
+  """Rows in pages of 16: a row's pool share is its table (33 own slots -> 3 pages) plus
+  one page, and a fork copies no cache."""
+  p = plan(share_prompt_cache=True, kv_page_size=16)
+  row, prompt = KV_ROW // 49 * 64, KV_ROW // 49 * 16
+  assert p.policy_kv == p.prm_kv == 16 * row + 4 * prompt
+  assert p.kv_extra == 0 and p.kv_copies == 1 and p.kv_row_bytes == 2 * row
+  with pytest.raises(ValueError, match="share_prompt_cache"):
+    plan(kv_page_size=16)
+
+
 def test_model_shards_split_matrices_and_kv_heads():
   p = plan(model_shards=2)
   # Every matrix has an even dimension; the five norm vectors (160) stay whole.
@@ -164,8 +175,9 @@ def test_launcher_prints_the_plan_of_a_math500_config():
   assert "beam, N=256: The search needs" in out  # the first setting that does not fit
 
 
-@pytest.mark.parametrize("strategy,shared", [("best_of_n", True), ("beam", True)])
-def test_plan_against_xla_on_a_small_config(strategy, shared):
+@pytest.mark.parametrize("strategy,shared,page_size", [("best_of_n", True, 0), ("beam", True, 0),
+                                                       ("beam", True, 16)])
+def test_plan_against_xla_on_a_small_config(strategy, shared, page_size):
   """The plan's total and its cost per row against XLA's compiled memory (arguments +
   temporaries) of the real search code, compiled for the CPU without allocating."""
   from experiments.memory_check import compile_search
@@ -176,11 +188,11 @@ def test_plan_against_xla_on_a_small_config(strategy, shared):
               max_solution_tokens=256, max_steps=8, max_rounds=8, prm_rows_per_pass=8)
   xla, plans = {}, {}
   for budget in (16, 64):
-    analysis = compile_search(config, prm, 0, strategy, budget, 1, caps, shared)[0]
+    analysis = compile_search(config, prm, 0, strategy, budget, 1, caps, shared, page_size)[0]
     xla[budget] = analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
     plans[budget] = memory_plan.plan_search_memory(
         config, prm, strategy=strategy, budget=budget, problems_per_batch=1,
-        share_prompt_cache=shared, **caps)
+        share_prompt_cache=shared, kv_page_size=page_size, **caps)
   for budget in (16, 64):
     assert 0.85 <= plans[budget].total / xla[budget] <= 1.15, (budget, plans[budget].total,
                                                               xla[budget])

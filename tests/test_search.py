@@ -250,7 +250,8 @@ def test_strategy_contract_on_tiny_transformers(tiny_models, strategy, hyper):
 def test_a_shared_prompt_cache_searches_as_the_dense_one(tiny_models, strategy, hyper,
                                                          rows_per_pass):
   """Each problem's prompt stored once (`SharedPrefixCache`) gives the dense cache's
-  tokens, scores and compute records (up to float rounding), PRM slices included."""
+  tokens, scores and compute records (up to float rounding), PRM slices included; so
+  do rows kept in pages of 4 slots (forks share pages, writes copy them)."""
   config, params, prm_config, prm_params = tiny_models
   settings = search.SearchSettings(eos_id=fakes.EOS, pad_id=0, delimiter=fakes.settings().delimiter,
                                    max_step_tokens=6, max_solution_tokens=18, max_steps=6,
@@ -266,10 +267,11 @@ def test_a_shared_prompt_cache_searches_as_the_dense_one(tiny_models, strategy, 
                                search.transformer_prm_fn(prm_config), prm_params)
   fn = jax.jit(functools.partial(record.fn, budget=4, **hyper))
   outs = []
-  for shared in (False, True):
-    if shared:
-      caches = (SharedPrefixCache.init(config, 2, width, capacity - width),
-                SharedPrefixCache.init(prm_config.backbone, 2, width, prm_capacity - width))
+  for page_size in (None, 0, 4):  # dense, shared, shared and paged
+    if page_size is not None:
+      caches = (SharedPrefixCache.init(config, 2, width, capacity - width, page_size=page_size),
+                SharedPrefixCache.init(prm_config.backbone, 2, width, prm_capacity - width,
+                                       page_size=page_size))
     else:
       caches = (KVCache.init(config, 2, capacity),
                 KVCache.init(prm_config.backbone, 2, prm_capacity))
@@ -277,13 +279,14 @@ def test_a_shared_prompt_cache_searches_as_the_dense_one(tiny_models, strategy, 
                                problem_ids=jnp.array([0, 1], jnp.int32),
                                policy_cache=caches[0], prm_cache=caches[1])
     outs.append(jax.device_get(fn(models, batch, RNG, Sampler(), settings)))
-  dense, shared = outs
-  np.testing.assert_array_equal(shared.tokens, dense.tokens)
-  np.testing.assert_array_equal(shared.lengths, dense.lengths)
-  np.testing.assert_allclose(shared.step_scores, dense.step_scores, atol=1e-5)
-  for name in ("policy_generated", "policy_prefilled", "policy_context", "prm_scored",
-               "prm_context"):
-    np.testing.assert_allclose(getattr(shared.compute, name), getattr(dense.compute, name))
+  dense = outs[0]
+  for shared in outs[1:]:
+    np.testing.assert_array_equal(shared.tokens, dense.tokens)
+    np.testing.assert_array_equal(shared.lengths, dense.lengths)
+    np.testing.assert_allclose(shared.step_scores, dense.step_scores, atol=1e-5)
+    for name in ("policy_generated", "policy_prefilled", "policy_context", "prm_scored",
+                 "prm_context"):
+      np.testing.assert_allclose(getattr(shared.compute, name), getattr(dense.compute, name))
   assert len({tuple(r) for r in dense.tokens.reshape(8, -1)}) > 2  # the rows differ
 
 

@@ -1,6 +1,9 @@
 """A prompt stored once per problem (`SharedPrefixCache`) gives the logits of the dense
 cache that repeats it per row: prefill, forced chunks, decode, forks and forks of
 forks, rewinds; a forked row's writes never reach its sibling; bad input is refused.
+The same holds for rows kept in pages (`PagedRows`), where forks share pages and a
+write into a shared page copies it first (pages of 1 and 4 slots: every write then
+crosses or splits pages).
 
 Weights are redrawn with std 0.2 (see test_transformer): a wrong slot, position or
 mask would move the logits far beyond float32 noise.
@@ -42,18 +45,25 @@ def _tokens(seed, shape, vocab):
   return np.random.default_rng(seed).integers(0, vocab, shape).astype(np.int32)
 
 
-@host_jit(static_argnames=("config", "shared"))
-def _run(params, config, prompts, chunk, steps, shared):
+LAYOUTS = {"dense": None, "shared": 0, "paged1": 1, "paged4": 4}  # -> page size
+
+
+def _empty_cache(config, layout, problems=len(PROMPT_LENGTHS), num_pages=None):
+  if LAYOUTS[layout] is None:
+    return KVCache.init(config, problems, WIDTH + OWN)
+  return SharedPrefixCache.init(config, problems, WIDTH, OWN, page_size=LAYOUTS[layout],
+                                num_pages=num_pages)
+
+
+@host_jit(static_argnames=("config", "layout"))
+def _run(params, config, prompts, chunk, steps, layout):
   """Prefill, share with 3 rows each, a forced chunk, a decode step, a fork, a
   decode step, a fork of the fork, a rewind of row 0 and a last step.
 
   Returns: (logits of each call [R, V] stacked, the final cache's lengths [R]).
   """
   rows = len(PROMPT_LENGTHS) * COPIES
-  if shared:
-    cache = SharedPrefixCache.init(config, len(PROMPT_LENGTHS), WIDTH, OWN)
-  else:
-    cache = KVCache.init(config, len(PROMPT_LENGTHS), WIDTH + OWN)
+  cache = _empty_cache(config, layout)
   cache = forward(params, config, prompts, cache, jnp.asarray(PROMPT_LENGTHS),
                   logits="none").cache
   cache = repeat_rows(cache, COPIES)
@@ -75,20 +85,21 @@ def _run(params, config, prompts, chunk, steps, shared):
   return jnp.stack(out), cache.lengths
 
 
-def test_shared_prompt_gives_the_dense_logits(model):
+@pytest.mark.parametrize("layout", ["shared", "paged1", "paged4"])
+def test_shared_prompt_gives_the_dense_logits(model, layout):
   name, config, params = model
   prompts = _tokens(1, (2, WIDTH), config.vocab_size)
   chunk = _tokens(2, (6, 4), config.vocab_size)
   steps = _tokens(3, (6, 5), config.vocab_size)
-  dense, dense_lengths = _run(params, config, prompts, chunk, steps, shared=False)
-  shared, shared_lengths = _run(params, config, prompts, chunk, steps, shared=True)
+  dense, dense_lengths = _run(params, config, prompts, chunk, steps, layout="dense")
+  shared, shared_lengths = _run(params, config, prompts, chunk, steps, layout=layout)
   np.testing.assert_array_equal(shared_lengths, dense_lengths)
   if config.dtype == "bfloat16":
     # Both round differently: each is compared with the float32 model's logits, and
     # the shared cache may be off by no more than the dense one (plus a little).
     exact_config = config.replace(param_dtype="float32", dtype="float32")
     exact_params = jax.tree.map(lambda x: x.astype(jnp.float32), params)
-    exact, _ = _run(exact_params, exact_config, prompts, chunk, steps, shared=False)
+    exact, _ = _run(exact_params, exact_config, prompts, chunk, steps, layout="dense")
     dense_error = np.abs(dense.astype(np.float32) - exact).max()
     shared_error = np.abs(shared.astype(np.float32) - exact).max()
     assert shared_error <= 1.5 * dense_error + 1e-2, (shared_error, dense_error)
@@ -98,13 +109,14 @@ def test_shared_prompt_gives_the_dense_logits(model):
   assert not np.allclose(dense[0, 0], dense[0, 3], atol=1e-3)
 
 
-def test_a_forked_rows_writes_never_reach_its_sibling(model):
+@pytest.mark.parametrize("layout", ["shared", "paged4"])
+def test_a_forked_rows_writes_never_reach_its_sibling(model, layout):
   _, config, params = model
   prompts = _tokens(4, (2, WIDTH), config.vocab_size)
 
   @host_jit
   def run(params, prompts, token_a, token_b):
-    cache = SharedPrefixCache.init(config, 2, WIDTH, OWN)
+    cache = _empty_cache(config, layout)
     cache = forward(params, config, prompts, cache, jnp.asarray(PROMPT_LENGTHS),
                     logits="none").cache
     cache = repeat_rows(cache, 2)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from ttcjax.models.config import TransformerConfig
+from ttcjax.models.paged import PagedRows
 
 # The axes of `ttcjax.parallel.make_mesh` (that module sits above this one).
 ROW_AXIS, HEAD_AXIS = "data", "model"
@@ -142,23 +143,33 @@ class SharedPrefixCache:
 
   Attributes:
     prefix: the prompts' `KVCache`, B rows, capacity P (the prompt buffer).
-    rows: the rows' own `KVCache` ([R, Hkv, C', D] per layer, `lengths` counting own
-      tokens only), or None before `share`.
+    rows: the rows' own slots (`lengths` counting own tokens only), or None before
+      `share`: a `KVCache` ([R, Hkv, C', D] per layer), or with `page_size` a
+      `PagedRows` (a pool of pages and a page table per row, so that forks copy table
+      entries instead of caches; `ttcjax.models.paged`).
     row_capacity: static C', own slots per row (the dense capacity minus P).
+    page_size: static; 0 for dense rows, else the rows' page size P.
+    num_pages: static; the pool's pages with `page_size` (None: enough never to run out).
   """
 
   prefix: KVCache
-  rows: KVCache | None
+  rows: KVCache | PagedRows | None
   row_capacity: int = flax.struct.field(pytree_node=False)
+  page_size: int = flax.struct.field(pytree_node=False, default=0)
+  num_pages: int | None = flax.struct.field(pytree_node=False, default=None)
 
   @classmethod
   def init(cls, config: TransformerConfig, batch_size: int, prompt_capacity: int,
-           row_capacity: int, dtype=None) -> "SharedPrefixCache":
-    """Empty prompts for `batch_size` problems; rows are made by `share`."""
+           row_capacity: int, dtype=None, page_size: int = 0,
+           num_pages: int | None = None) -> "SharedPrefixCache":
+    """Empty prompts for `batch_size` problems; rows are made by `share` (paged
+    with `page_size` P > 0, in a pool of `num_pages`)."""
     if row_capacity <= 0:
       raise ValueError(f"SharedPrefixCache needs a positive row capacity, got {row_capacity}.")
+    if page_size:  # checked here, before any work
+      PagedRows.empty(1, 1, 1, jnp.float32, 1, row_capacity, page_size, num_pages)
     return cls(prefix=KVCache.init(config, batch_size, prompt_capacity, dtype), rows=None,
-               row_capacity=row_capacity)
+               row_capacity=row_capacity, page_size=page_size, num_pages=num_pages)
 
   @property
   def is_shared(self) -> bool:
@@ -204,6 +215,10 @@ class SharedPrefixCache:
     if self.rows is not None:
       raise ValueError("This cache is already shared; rows cannot be shared again.")
     keys = self.prefix.keys[0]
+    if self.page_size:
+      return self.replace(rows=PagedRows.empty(
+          len(self.prefix.keys), keys.shape[1], keys.shape[3], keys.dtype,
+          keys.shape[0] * num_rows, self.row_capacity, self.page_size, self.num_pages))
     shape = (keys.shape[0] * num_rows, keys.shape[1], self.row_capacity, keys.shape[3])
     zeros = tuple(jnp.zeros(shape, keys.dtype) for _ in self.prefix.keys)
     rows = KVCache(keys=zeros, values=zeros,
@@ -232,6 +247,8 @@ def map_rows(fn: Callable[..., jax.Array], tree: Any, *others: Any) -> Any:
   problem.
   """
   def apply(x, *ys):
+    if _is_shared(x) and isinstance(x.rows, PagedRows):  # tables move, pages stay
+      return x.replace(rows=x.rows.map_rows(fn, *(y.rows for y in ys)))
     if _is_shared(x) and x.rows is not None:
       return x.replace(rows=jax.tree.map(fn, x.rows, *(y.rows for y in ys)))
     if _is_shared(x):

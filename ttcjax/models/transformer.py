@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttcjax.models import attention
+from ttcjax.models import attention, paged
 from ttcjax.models.cache import KVCache, SharedPrefixCache, shard_heads
 from ttcjax.models.config import TransformerConfig
 
@@ -151,7 +151,7 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid,
-               view_index=None, write_slots=None, prefix=None):
+               view_index=None, write_slots=None, prefix=None, pages=None):
     """Grouped-query attention.
 
     Args:
@@ -166,6 +166,10 @@ class Attention(nn.Module):
       write_slots: [B, K] cache slots of the new tokens (None: their positions).
       prefix: with a shared prompt, (keys [B', Hkv, Cp, D], values, valid [B', Cp])
         of the B' prompts that B = B' * n rows read (see `attention.attend_shared`).
+      pages: with paged rows (`paged.PagedRows`), the buffers are page pools
+        [Np, Hkv, P, D] and this is (table [B, T], copy_from, copy_to, page [B, K],
+        slot [B, K]): the copies on write `PagedRows.reserve` asked for, then where
+        each new token goes; attention reads the view's pages through the table.
 
     Returns:
       ([B, K, H] output, updated keys buffer or None, updated values buffer or None).
@@ -185,6 +189,13 @@ class Attention(nn.Module):
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, Hkv, K, D]
     if keys_cache is None:
       all_k, all_v = k, v
+    elif pages is not None:
+      table, copy_from, copy_to, page, slot = pages
+      keys_cache = paged.write_pages(paged.copy_pages(keys_cache, copy_from, copy_to), k, page,
+                                     slot)
+      values_cache = paged.write_pages(paged.copy_pages(values_cache, copy_from, copy_to), v,
+                                       page, slot)
+      all_k = all_v = None  # read page by page below
     else:
       # Slot == position; writes past the capacity are dropped (the caller checks room).
       rows = jnp.arange(batch)[:, None, None]
@@ -200,8 +211,17 @@ class Attention(nn.Module):
     q = q.reshape(batch, chunk, kv_heads, groups, dim).transpose(0, 2, 3, 1, 4)
     q = q.reshape(batch, kv_heads, groups * chunk, dim)
 
+    def read(view):
+      """The first `view` slots of every row's keys and values [B, Hkv, view, D]."""
+      if pages is None:
+        return all_k[:, :, :view], all_v[:, :, :view]
+      size = keys_cache.shape[2]
+      return (paged.read_pages(keys_cache, pages[0], view // size),
+              paged.read_pages(values_cache, pages[0], view // size))
+
     def attend(view):
       """Attention over the first `view` key slots (the mask built at that width)."""
+      view_k, view_v = read(view)
       key_pos, valid = key_positions[:, :view], key_valid[:, :view]
       allowed = valid[:, None, :] & (key_pos[:, None, :] <= positions[:, :, None])
       if cfg.sliding_window is not None:
@@ -209,8 +229,7 @@ class Attention(nn.Module):
       allowed = jnp.broadcast_to(allowed[:, None], (batch, groups) + allowed.shape[1:])
       allowed = allowed.reshape(batch, 1, groups * chunk, view)
       if prefix is None:
-        return attention.attend(q, all_k[:, :, :view], all_v[:, :, :view], allowed,
-                                cfg.jnp_dtype, cfg.attention)
+        return attention.attend(q, view_k, view_v, allowed, cfg.jnp_dtype, cfg.attention)
       prefix_keys, prefix_values, prefix_valid = prefix
       n = batch // prefix_valid.shape[0]
       prefix_pos = jnp.arange(prefix_valid.shape[1], dtype=jnp.int32)[None, None, :]
@@ -221,14 +240,14 @@ class Attention(nn.Module):
                                         (batch, groups, chunk, prefix_valid.shape[1]))
       prefix_allowed = prefix_allowed.reshape(batch, 1, groups * chunk, -1)
       return attention.attend_shared(q, prefix_keys, prefix_values, prefix_allowed,
-                                     all_k[:, :, :view], all_v[:, :, :view], allowed,
-                                     cfg.jnp_dtype, cfg.attention)
+                                     view_k, view_v, allowed, cfg.jnp_dtype, cfg.attention)
 
+    width = key_positions.shape[1]  # the slots a row can hold
     if view_index is None:
-      out = attend(all_k.shape[2])
+      out = attend(width)
     else:  # read only the cache prefix every row's tokens fit in
       out = jax.lax.switch(view_index, [functools.partial(attend, view)
-                                        for view in attention_views(all_k.shape[2])])
+                                        for view in attention_views(width)])
     out = out.reshape(batch, kv_heads, groups, chunk, dim).transpose(0, 3, 1, 2, 4)
     out = out.reshape(batch, chunk, heads * dim)
     return _dense(cfg.hidden_size, cfg, "o_proj")(out), keys_cache, values_cache
@@ -250,12 +269,12 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, keys_cache, values_cache, key_positions, key_valid,
-               view_index=None, write_slots=None, prefix=None):
+               view_index=None, write_slots=None, prefix=None, pages=None):
     cfg = self.config
     norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, cfg.jnp_param_dtype, name=name)
     attn_out, keys_cache, values_cache = Attention(cfg, name="self_attn")(
         norm("input_layernorm")(x), positions, keys_cache, values_cache,
-        key_positions, key_valid, view_index, write_slots, prefix)
+        key_positions, key_valid, view_index, write_slots, prefix, pages)
     x = x + attn_out
     x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
     return x, keys_cache, values_cache
@@ -286,10 +305,13 @@ class Transformer(nn.Module):
       out = self(tokens, cache.prefix, num_new, logits)
       return out._replace(cache=cache.replace(prefix=out.cache))
     offsets = jnp.arange(chunk, dtype=jnp.int32)[None, :]
-    prefix = write_slots = None
+    prefix = write_slots = pages = None
     if isinstance(cache, SharedPrefixCache):
       # Own slot j of a row holds position prompt length + j.
       own, prompt_lengths = cache.rows, cache.prefix_lengths
+      if isinstance(own, paged.PagedRows):  # pages to write, copied on write first
+        own, copy_from, copy_to = own.reserve(num_new, chunk)
+        pages = (own.table, copy_from, copy_to) + own.write_targets(num_new, chunk)
       positions = (prompt_lengths + own.lengths)[:, None] + offsets
       write_slots = own.lengths[:, None] + offsets
       new_lengths = own.lengths + num_new
@@ -322,15 +344,15 @@ class Transformer(nn.Module):
     new_keys, new_values = [], []
     for i, (layer, k_buf, v_buf) in enumerate(zip(self.layers, keys, values)):
       x, k_buf, v_buf = layer(x, positions, k_buf, v_buf, key_positions, key_valid, view_index,
-                              write_slots, None if prefix is None else prefix[i])
+                              write_slots, None if prefix is None else prefix[i], pages)
       new_keys.append(k_buf)
       new_values.append(v_buf)
     hidden = self.norm(x)
 
     new_cache = None
     if isinstance(cache, SharedPrefixCache):
-      new_cache = cache.replace(rows=KVCache(keys=tuple(new_keys), values=tuple(new_values),
-                                             lengths=cache.rows.lengths + num_new))
+      new_cache = cache.replace(rows=own.replace(keys=tuple(new_keys), values=tuple(new_values),
+                                                 lengths=own.lengths + num_new))
     elif cache is not None:
       new_cache = KVCache(keys=tuple(new_keys), values=tuple(new_values),
                           lengths=cache.lengths + num_new)

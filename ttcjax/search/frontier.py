@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ttcjax.models.cache import SharedPrefixCache, map_rows, repeat_rows
+from ttcjax.models.paged import PagedRows
 from ttcjax.models.prm import PrmFn, gather_step_scores
 from ttcjax.sampling import Sampler, prefill, row_keys, sample_steps
 from ttcjax.search.base import (ComputeRecord, Frontier, RoundTrace, SearchBatch, SearchModels,
@@ -84,6 +85,11 @@ def num_prm_slices(rows: int, rows_per_pass: int, rows_per_prompt: int | None = 
   return next(s for s in range(-(-rows // rows_per_pass), rows + 1) if rows % s == 0)
 
 
+def _is_paged(cache) -> bool:
+  return any(isinstance(x, SharedPrefixCache) and isinstance(x.rows, PagedRows)
+             for x in jax.tree.leaves(cache, is_leaf=lambda x: isinstance(x, SharedPrefixCache)))
+
+
 def rows_per_prompt(cache) -> int | None:
   """n of the first shared prompt in a cache pytree (None: nothing is shared)."""
   shared = [x for x in jax.tree.leaves(cache, is_leaf=lambda x: isinstance(x, SharedPrefixCache))
@@ -126,6 +132,8 @@ def score_new_tokens(prm_fn: PrmFn, prm_params, tokens: jax.Array, cache, num_ne
   A round's steps are usually far shorter than the step cap the chunk is sized for
   (9 tokens on average against 32 on the testbed), and the PRM's cost grows with the
   width it runs; both widths are compiled and `lax.switch` picks one at run time.
+  Not with paged rows: XLA copies the page pools out of the conditional (measured:
+  one more copy of the PRM's caches per round's peak), so they run at full width.
   Positions past a row's `num_new` are never read, so the result is the same; so is
   it in slices, as rows never read each other.
 
@@ -137,7 +145,7 @@ def score_new_tokens(prm_fn: PrmFn, prm_params, tokens: jax.Array, cache, num_ne
     (scores [R, K], the updated cache), as `prm_fn` returns them.
   """
   width = tokens.shape[1]
-  widths = (width // 2, width) if width >= 2 else (width,)
+  widths = (width // 2, width) if width >= 2 and not _is_paged(cache) else (width,)
   slices = num_prm_slices(tokens.shape[0], rows_per_pass, rows_per_prompt(cache))
 
   def run(w):

@@ -61,6 +61,7 @@ import jax
 import numpy as np
 
 from ttcjax import parallel
+from ttcjax.models import paged
 from ttcjax.models.config import TransformerConfig, get_config
 from ttcjax.models.prm import PrmConfig, init_prm_params
 from ttcjax.models.transformer import init_params
@@ -186,15 +187,18 @@ def kv_bytes_per_row(config: TransformerConfig, capacity: int, model_shards: int
 
 
 def pass_bytes(config: TransformerConfig, rows: int, chunk: int, capacity: int,
-               logit_rows: int = 0) -> int:
-  """Activation bytes of one forward pass of `chunk` tokens on `rows` rows (one layer)."""
+               logit_rows: int = 0, paged_slots: int = 0) -> int:
+  """Activation bytes of one forward pass of `chunk` tokens on `rows` rows (one layer);
+  with paged rows of `paged_slots` slots, also the keys and values the layer's
+  attention gathers from the pool into a dense block."""
   size = _bytes(config.dtype)
+  gathered = rows * 2 * config.num_kv_heads * config.head_dim * paged_slots * size
   # float32 scores, and probabilities beside them unless the softmax overwrites them.
   attention = rows * config.num_heads * chunk * capacity * (4 + (size if size != 4 else 0))
   mlp = rows * chunk * config.intermediate_size * 3 * size
   hidden = rows * chunk * config.hidden_size * 4 * size
   logits = logit_rows * config.vocab_size * 4 * 3
-  return attention + mlp + hidden + logits
+  return attention + mlp + hidden + logits + gathered
 
 
 def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: str, budget: int,
@@ -205,7 +209,7 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
                        model_shards: int = 1, prm_rows_per_pass: int = 0,
                        chain_length: int = 1, separator_tokens: int = 3,
                        share_prompt_cache: bool = False,
-                       prompt_buckets: bool = False) -> MemoryPlan:
+                       prompt_buckets: bool = False, kv_page_size: int = 0) -> MemoryPlan:
   """The per-device memory of one `SearchRunner.search` call.
 
   Args:
@@ -227,6 +231,8 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
       (`SharedPrefixCache`; rows hold capacity - P slots) or once per row.
     prompt_buckets: whether the runner pads prompts to the batch's bucket; the plan
       takes the widest (the buffer), which a batch of long prompts reaches.
+    kv_page_size: the runner's `kv_page_size` (0: dense rows): rows in a pool of
+      pages sized never to run out, and forks that copy no cache.
 
   Returns:
     A `MemoryPlan`.
@@ -238,6 +244,9 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
   if problems_per_batch % data_shards:
     raise ValueError(f"problems_per_batch ({problems_per_batch}) must be a multiple of "
                      f"data_shards ({data_shards}): each data shard takes whole problems.")
+  if kv_page_size and not share_prompt_cache:
+    raise ValueError("kv_page_size pages the rows of shared prompt caches: set "
+                     "share_prompt_cache=True as well.")
   # Only the caps are read (capacities, chunk widths).
   settings = SearchSettings(eos_id=0, pad_id=0, delimiter=None, max_step_tokens=max_step_tokens,
                             max_solution_tokens=max_solution_tokens, max_steps=max_steps,
@@ -263,12 +272,16 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
   else:
     prm_chunk = record.prm_chunk_steps(settings, hyper) * max_step_tokens + suffix_width
   backbone = prm.backbone
+  own_slots = lambda capacity, prompt: (  # what a paged row's attention gathers
+      paged.table_pages(capacity - prompt, kv_page_size) * kv_page_size if kv_page_size else 0)
   passes = {
       "policy prefill": pass_bytes(policy, problems, max_prompt_tokens, policy_capacity, problems),
-      "policy decode": pass_bytes(policy, rows, 1, policy_capacity, rows),
+      "policy decode": pass_bytes(policy, rows, 1, policy_capacity, rows,
+                                  own_slots(policy_capacity, max_prompt_tokens)),
       "PRM prefill": pass_bytes(backbone, problems, prm_prompt + suffix_width, prm_capacity),
       f"PRM chunk of {prm_chunk} tokens": pass_bytes(backbone, slice_rows, prm_chunk,
-                                                     prm_capacity),
+                                                     prm_capacity, 0,
+                                                     own_slots(prm_capacity, prm_prompt)),
   }
   if record.revises and chain_length > MAX_PREVIOUS_ATTEMPTS + 1:  # re-read attempt by attempt
     passes["revision re-read"] = pass_bytes(policy, rows, max_solution_tokens + separator_tokens,
@@ -279,6 +292,9 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
   # batch's empty B-row caches of full capacity stay alive beside the frontier.
   policy_row = policy_capacity - (max_prompt_tokens if share_prompt_cache else 0)
   prm_row = prm_capacity - (prm_prompt if share_prompt_cache else 0)
+  if kv_page_size:  # the default pool: a row's table of whole pages, plus one page
+    policy_row = paged.pool_slots_per_row(policy_row, kv_page_size)
+    prm_row = paged.pool_slots_per_row(prm_row, kv_page_size)
   if share_prompt_cache:
     prompt_rows, policy_prompt, prm_prompt_slots = 2 * problems, max_prompt_tokens, prm_prompt
   else:
@@ -295,7 +311,9 @@ def plan_search_memory(policy: TransformerConfig, prm: PrmConfig, *, strategy: s
   # pass needs them, after the policy's caches died, so only the larger model's rows
   # count; dense PRM rows are copies of the prefilled prompt, which XLA may make
   # before sampling (it does on small models), so both count.
-  if record.forks and not hyper.get("lookahead_steps"):
+  if record.forks and not hyper.get("lookahead_steps") and kv_page_size:
+    kv_copies, kv_extra = 1, 0  # a fork moves table entries; the pools stay
+  elif record.forks and not hyper.get("lookahead_steps"):
     kv_copies, kv_extra = 2, max(frontier_policy, frontier_prm)
   elif record.forks:
     kv_copies, kv_extra = 2, frontier_policy + frontier_prm

@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 from ttcjax import parallel
 from ttcjax.models.cache import KVCache, SharedPrefixCache
 from ttcjax.models.config import TransformerConfig
+from ttcjax.models.paged import PAGE_SIZES
 from ttcjax.models.prm import PrmConfig
 from ttcjax.models.prm_adapters import PrmAdapter
 from ttcjax.models.tokenizer import Tokenizer, pad_batch, separator_tokens
@@ -127,6 +128,10 @@ class SearchRunner:
       that holds its longest prompt (`prompt_buckets`: the buffer's halvings down to an
       eighth), not to the buffer, so caches and attention follow the batch's real
       prompt lengths at one compile per width. Same results up to float rounding.
+    kv_page_size: with `share_prompt_cache`, keep both models' rows in pages of this
+      many slots (`ttcjax.models.paged`; 0: dense rows), so that a fork copies page
+      table entries instead of the caches. The same tokens and scores (attention
+      reads the same slots); the pool is sized never to run out.
   """
 
   def __init__(self, policy: tuple[TransformerConfig, dict], prm: tuple[PrmConfig, dict],
@@ -137,7 +142,7 @@ class SearchRunner:
                max_prm_prompt_tokens: int | None = None, prm_rows_per_pass: int = 0,
                revision_policy: tuple[TransformerConfig, dict] | None = None,
                attempt_separator: str = "", share_prompt_cache: bool = False,
-               prompt_buckets: bool = False):
+               prompt_buckets: bool = False, kv_page_size: int = 0):
     (self.policy_config, policy_params), (self.prm_config, prm_params) = policy, prm
     self.revision_config, revision_params = revision_policy or (None, None)
     separator = ()
@@ -162,6 +167,16 @@ class SearchRunner:
         attempt_separator=separator).check()
     self.share_prompt_cache = share_prompt_cache
     self.prompt_buckets = prompt_buckets
+    if kv_page_size and not share_prompt_cache:
+      raise ValueError("kv_page_size pages the rows of a shared prompt cache: set "
+                       "share_prompt_cache=True as well (or kv_page_size=0).")
+    if kv_page_size and kv_page_size not in PAGE_SIZES:
+      raise ValueError(f"kv_page_size must be 0 or one of {PAGE_SIZES}, got {kv_page_size}.")
+    if kv_page_size and mesh is not None and dict(mesh.shape).get(DATA_AXIS, 1) > 1:
+      raise ValueError("kv_page_size is not supported with problems sharded over a data axis "
+                       "yet (the page pool is one per search, not one per device); use "
+                       "kv_page_size=0 or a mesh with one data shard.")
+    self.kv_page_size = kv_page_size
     self.mesh = mesh
     if mesh is not None and DATA_AXIS not in mesh.axis_names:
       raise ValueError(f"The mesh needs a {DATA_AXIS!r} axis, has {mesh.axis_names}.")
@@ -237,7 +252,8 @@ class SearchRunner:
 
     def empty_cache(config, capacity, prompt_width):
       if self.share_prompt_cache:
-        return SharedPrefixCache.init(config, rows, prompt_width, capacity - prompt_width)
+        return SharedPrefixCache.init(config, rows, prompt_width, capacity - prompt_width,
+                                      page_size=self.kv_page_size)
       return KVCache.init(config, rows, capacity)
 
     batch = SearchBatch(

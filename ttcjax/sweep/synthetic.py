@@ -78,7 +78,7 @@ class SyntheticSearch:
 
 def build_search(policy: TransformerConfig, prm: PrmConfig, suffix_length: int, strategy: str,
                  budget: int, problems: int, caps: dict, shared: bool,
-                 step_tokens: int = 0) -> SyntheticSearch:
+                 step_tokens: int = 0, page_size: int = 0) -> SyntheticSearch:
   """One search call over random-weight models of the given shapes.
 
   Args:
@@ -91,6 +91,8 @@ def build_search(policy: TransformerConfig, prm: PrmConfig, suffix_length: int, 
     shared: `SharedPrefixCache` (True) or dense caches.
     step_tokens: k of `every_kth_token_delimiter` (0: a delimiter that never fires,
       which only shapes need).
+    page_size: with `shared`, rows kept in pages of this many slots (0: dense rows);
+      `SearchRunner`'s `kv_page_size`.
   """
   record = get_strategy(strategy)
   hyper = {"beam_width": BEAM_WIDTH} if "beam_width" in record.hyperparameters else {}
@@ -111,7 +113,8 @@ def build_search(policy: TransformerConfig, prm: PrmConfig, suffix_length: int, 
 
   def empty(config, capacity, width):
     if shared:
-      return SharedPrefixCache.init(config, problems, width, capacity - width)
+      return SharedPrefixCache.init(config, problems, width, capacity - width,
+                                    page_size=page_size)
     return KVCache.init(config, problems, capacity)
 
   score = transformer_prm_fn(prm)

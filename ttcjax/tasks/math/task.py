@@ -280,7 +280,7 @@ def check_memory(runner: SearchRunner, units, problems_per_batch: int,
               max_solution_tokens=runner.settings.max_solution_tokens,
               max_steps=runner.settings.max_steps, max_rounds=runner.settings.max_rounds,
               prm_rows_per_pass=runner.settings.prm_rows_per_pass,
-              share_prompt_cache=runner.share_prompt_cache)
+              share_prompt_cache=runner.share_prompt_cache, kv_page_size=runner.kv_page_size)
   suffix = 0 if runner.prm_adapter is None else len(runner.prm_adapter.suffix_ids)
   for key in sorted({(u.setting.name, u.budget,
                       u.setting.strategy.lookahead_steps(dict(u.setting.hyper))) for u in units}):
